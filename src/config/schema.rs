@@ -1,0 +1,143 @@
+//! The config file as written: one serde struct per TOML table.
+//!
+//! Every table denies unknown fields, so a typo is an error with a line
+//! number, not a silently ignored setting. Defaults live here; checks that
+//! need more than one field live in `validate`.
+
+use serde::{Deserialize, Deserializer};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct File {
+    #[serde(default)]
+    pub server: Server,
+    #[serde(default)]
+    pub publishers: Vec<Publisher>,
+    #[serde(default)]
+    pub campaigns: Vec<Campaign>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Server {
+    pub listen: String,
+    pub admin_token: Option<String>,
+    pub switch_token: Option<String>,
+    pub record_retention_secs: u64,
+    pub max_records: u64,
+    pub sip_domain: Option<String>,
+}
+
+impl Default for Server {
+    fn default() -> Server {
+        Server {
+            listen: "127.0.0.1:8080".to_owned(),
+            admin_token: None,
+            switch_token: None,
+            record_retention_secs: 86_400,
+            max_records: 1_000_000,
+            sip_domain: None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Publisher {
+    pub id: String,
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Campaign {
+    pub id: String,
+    pub name: Option<String>,
+    #[serde(default)]
+    pub tracking_numbers: Vec<String>,
+    #[serde(default)]
+    pub routing: Routing,
+    #[serde(default)]
+    pub rtb_keys: Vec<RtbKey>,
+    #[serde(default)]
+    pub conversion_criteria: Vec<Criterion>,
+    #[serde(default)]
+    pub targets: Vec<Target>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Routing {
+    #[default]
+    Priority,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RtbKey {
+    pub key: String,
+    #[serde(default = "default_ttl_secs")]
+    pub ttl_secs: u64,
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    #[serde(default)]
+    pub add_to_caps_on_status_reserved: bool,
+    pub inbound_number: Option<String>,
+}
+
+fn default_ttl_secs() -> u64 {
+    15
+}
+
+fn default_timeout_ms() -> u64 {
+    5_000
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Criterion {
+    pub publisher_id: String,
+    pub target_ids: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "number")]
+    pub payout: Option<f64>,
+    pub duration_secs: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    pub id: String,
+    pub name: Option<String>,
+    pub number: Option<String>,
+    #[serde(default = "one")]
+    pub priority: u32,
+    #[serde(default = "one")]
+    pub weight: u32,
+    #[serde(default)]
+    pub paused: bool,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// A TOML integer or float, read as f64 (`payout = 12` and `payout = 12.5`).
+fn number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    struct Visitor;
+    impl serde::de::Visitor<'_> for Visitor {
+        type Value = f64;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a number")
+        }
+        fn visit_i64<E>(self, v: i64) -> Result<f64, E> {
+            Ok(v as f64)
+        }
+        fn visit_u64<E>(self, v: u64) -> Result<f64, E> {
+            Ok(v as f64)
+        }
+        fn visit_f64<E>(self, v: f64) -> Result<f64, E> {
+            Ok(v)
+        }
+    }
+    d.deserialize_any(Visitor).map(Some)
+}

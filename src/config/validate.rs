@@ -1,0 +1,317 @@
+//! Checks a parsed file and compiles it into a [`Routing`].
+//!
+//! Every problem is collected (not just the first) with the path of the field
+//! it is about; `config::parse` turns the paths into line numbers.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+
+use ahash::AHashMap;
+
+use super::locate::Path;
+use super::routing::{self, Campaign, Criterion, Key, Mode, Number, Payout, Routing, Seconds};
+use super::schema;
+use crate::phone::{Dial, Phone};
+use crate::sym::Sym;
+
+/// Largest payout a criterion may set, in dollars.
+pub const MAX_PAYOUT: f64 = 1_000_000.0;
+/// Longest reservation TTL, in seconds.
+pub const MAX_TTL_SECS: u64 = 86_400;
+/// Longest webhook deadline, in milliseconds.
+pub const MAX_TIMEOUT_MS: u64 = 60_000;
+
+/// One thing wrong with a file, or worth a warning.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    pub path: Path,
+    pub message: String,
+    pub warning: bool,
+}
+
+#[derive(Default)]
+struct Checker {
+    problems: Vec<Problem>,
+}
+
+impl Checker {
+    fn error(&mut self, path: Path, message: impl Into<String>) {
+        self.problems.push(Problem { path, message: message.into(), warning: false });
+    }
+
+    fn warn(&mut self, path: Path, message: impl Into<String>) {
+        self.problems.push(Problem { path, message: message.into(), warning: true });
+    }
+
+    fn id(&mut self, path: Path, id: &str) {
+        if id.is_empty() || id.len() > 128 || id.chars().any(char::is_control) {
+            self.error(path, "must be 1 to 128 characters, without control characters");
+        }
+    }
+
+    fn phone(&mut self, path: Path, text: &str) -> Option<Phone> {
+        match Phone::parse(text) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                self.error(path, format!("{text:?} is not a valid phone number: {e}"));
+                None
+            }
+        }
+    }
+}
+
+/// Checks `file` and builds its routing. Warnings come back with the
+/// routing; any error fails the whole file.
+pub fn validate(file: schema::File) -> Result<(Routing, Vec<Problem>), Vec<Problem>> {
+    let mut check = Checker::default();
+    let root = Path::root();
+    let server = server(&mut check, &root.key("server"), file.server);
+
+    let mut publishers = AHashMap::new();
+    for (i, p) in file.publishers.into_iter().enumerate() {
+        let path = root.key("publishers").index(i);
+        check.id(path.key("id"), &p.id);
+        let name = p.name.unwrap_or_else(|| p.id.clone());
+        if publishers.insert(p.id.clone().into_boxed_str(), name.into_boxed_str()).is_some() {
+            check.error(path.key("id"), format!("duplicate publisher id {:?}", p.id));
+        }
+    }
+
+    let mut seen_campaigns = HashSet::new();
+    let mut seen_targets = HashSet::new();
+    let mut seen_keys = HashSet::new();
+    let mut campaigns = Vec::new();
+    for (i, c) in file.campaigns.into_iter().enumerate() {
+        let path = root.key("campaigns").index(i);
+        check.id(path.key("id"), &c.id);
+        if !seen_campaigns.insert(c.id.clone()) {
+            check.error(path.key("id"), format!("duplicate campaign id {:?}", c.id));
+        }
+        campaigns.push(campaign(&mut check, &path, c, &mut seen_targets, &mut seen_keys));
+    }
+
+    if check.problems.iter().any(|p| !p.warning) {
+        return Err(check.problems);
+    }
+    let warnings = check.problems.iter().map(|p| format!("{}: {}", p.path, p.message)).collect();
+    let routing = Routing::new(server, campaigns, publishers, warnings);
+    Ok((routing, check.problems))
+}
+
+fn server(check: &mut Checker, path: &Path, s: schema::Server) -> routing::Server {
+    let listen = match s.listen.parse::<SocketAddr>() {
+        Ok(addr) => addr,
+        Err(_) => {
+            check.error(path.key("listen"), format!("{:?} is not an address like 127.0.0.1:8080", s.listen));
+            SocketAddr::from(([127, 0, 0, 1], 8080))
+        }
+    };
+    let mut token = |name: &str, value: Option<String>, what: &str| -> Option<Box<str>> {
+        match value {
+            Some(t) if t.is_empty() => {
+                check.error(path.key(name), "must not be empty (leave it out to close the endpoints)");
+                None
+            }
+            Some(t) => Some(t.into_boxed_str()),
+            None => {
+                check.warn(path.key(name), format!("not set: {what} answer 401 until it is"));
+                None
+            }
+        }
+    };
+    let admin_token = token("admin_token", s.admin_token, "the operator endpoints");
+    let switch_token = token("switch_token", s.switch_token, "/calls and /calls/{uuid}/end");
+    if s.record_retention_secs == 0 || s.record_retention_secs > 10 * 365 * 86_400 {
+        check.error(path.key("record_retention_secs"), "must be between 1 and 315360000 (10 years)");
+    }
+    if s.max_records == 0 || s.max_records > 100_000_000 {
+        check.error(path.key("max_records"), "must be between 1 and 100000000");
+    }
+    let sip_domain = match s.sip_domain {
+        Some(d)
+            if d.is_empty()
+                || d.contains(|c: char| c.is_whitespace() || c.is_control() || "@\"\\/".contains(c)) =>
+        {
+            check.error(path.key("sip_domain"), format!("{d:?} is not a domain name"));
+            None
+        }
+        other => other.map(String::into_boxed_str),
+    };
+    routing::Server {
+        listen,
+        admin_token,
+        switch_token,
+        record_retention_ms: s.record_retention_secs.saturating_mul(1000),
+        max_records: s.max_records as usize,
+        sip_domain,
+    }
+}
+
+fn campaign(
+    check: &mut Checker,
+    path: &Path,
+    c: schema::Campaign,
+    seen_targets: &mut HashSet<String>,
+    seen_keys: &mut HashSet<String>,
+) -> Campaign {
+    let mut tracking = Vec::new();
+    if c.tracking_numbers.is_empty() {
+        check.error(path.key("tracking_numbers"), "a campaign needs at least one tracking number");
+    }
+    for (i, n) in c.tracking_numbers.iter().enumerate() {
+        if let Some(p) = check.phone(path.key("tracking_numbers").index(i), n) {
+            if tracking.contains(&p) {
+                check.error(path.key("tracking_numbers").index(i), format!("{p} is listed twice"));
+            }
+            tracking.push(p);
+        }
+    }
+
+    let mut targets = Vec::new();
+    let mut target_ids = Vec::new();
+    for (i, t) in c.targets.into_iter().enumerate() {
+        let tpath = path.key("targets").index(i);
+        check.id(tpath.key("id"), &t.id);
+        if !seen_targets.insert(t.id.clone()) {
+            check.error(
+                tpath.key("id"),
+                format!("duplicate target id {:?} (target ids are unique in the file)", t.id),
+            );
+        }
+        let number = match t.number {
+            None => {
+                check.error(tpath.key("number"), "a target needs a number");
+                Number::Undialable("".into())
+            }
+            Some(text) => match Dial::parse(&text) {
+                Ok(dial) => Number::Dial(dial),
+                Err(e) => {
+                    check.warn(
+                        tpath.key("number"),
+                        format!("{text:?} cannot be dialled ({e}): the target answers undialable_expression"),
+                    );
+                    Number::Undialable(text.into_boxed_str())
+                }
+            },
+        };
+        if t.weight == 0 {
+            check.error(tpath.key("weight"), "must be at least 1");
+        }
+        target_ids.push(t.id.clone());
+        targets.push(routing::Target {
+            id: Sym::intern(&t.id),
+            name: t.name.unwrap_or_else(|| t.id.clone()).into_boxed_str(),
+            number,
+            priority: t.priority,
+            weight: t.weight.max(1),
+            paused: t.paused,
+        });
+    }
+    if targets.is_empty() {
+        check.warn(path.key("targets"), "no targets: every ping answers no-target");
+    }
+
+    let mut keys = Vec::new();
+    if c.rtb_keys.is_empty() {
+        check.warn(path.key("rtb_keys"), "no rtb_keys: no ping can reach this campaign");
+    }
+    for (i, k) in c.rtb_keys.into_iter().enumerate() {
+        let kpath = path.key("rtb_keys").index(i);
+        if k.key.is_empty() || k.key.len() > 256 || k.key.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            check.error(kpath.key("key"), "must be 1 to 256 characters without spaces");
+        }
+        if !seen_keys.insert(k.key.clone()) {
+            check.error(kpath.key("key"), format!("duplicate rtb key {:?}", k.key));
+        }
+        if k.ttl_secs == 0 || k.ttl_secs > MAX_TTL_SECS {
+            check.error(kpath.key("ttl_secs"), format!("must be between 1 and {MAX_TTL_SECS}"));
+        }
+        if k.timeout_ms == 0 || k.timeout_ms > MAX_TIMEOUT_MS {
+            check.error(kpath.key("timeout_ms"), format!("must be between 1 and {MAX_TIMEOUT_MS}"));
+        }
+        let inbound_number = k.inbound_number.as_deref().and_then(|n| {
+            let p = check.phone(kpath.key("inbound_number"), n)?;
+            if !tracking.contains(&p) {
+                check.error(
+                    kpath.key("inbound_number"),
+                    format!("{p} is not one of the campaign's tracking_numbers"),
+                );
+            }
+            Some(p)
+        });
+        keys.push(Key {
+            id: Sym::intern(&k.key),
+            key: k.key.into_boxed_str(),
+            ttl_ms: k.ttl_secs.saturating_mul(1000),
+            timeout_ms: k.timeout_ms,
+            add_to_caps_on_reserved: k.add_to_caps_on_status_reserved,
+            inbound_number,
+        });
+    }
+
+    let mut criteria = Vec::new();
+    for (i, cr) in c.conversion_criteria.into_iter().enumerate() {
+        let cpath = path.key("conversion_criteria").index(i);
+        check.id(cpath.key("publisher_id"), &cr.publisher_id);
+        let targets = cr.target_ids.map(|ids| {
+            ids.iter()
+                .enumerate()
+                .filter_map(|(j, id)| {
+                    if target_ids.contains(id) {
+                        Some(Sym::intern(id))
+                    } else {
+                        check.error(
+                            cpath.key("target_ids").index(j),
+                            format!("no target {id:?} in this campaign"),
+                        );
+                        None
+                    }
+                })
+                .collect()
+        });
+        let payout = match cr.payout {
+            Some(p) if p.is_finite() && (0.0..=MAX_PAYOUT).contains(&p) => {
+                Payout::Fixed((p * 1000.0).round() as u64)
+            }
+            Some(p) => {
+                check.error(cpath.key("payout"), format!("{p} is not a payout between 0 and {MAX_PAYOUT}"));
+                Payout::Fixed(0)
+            }
+            None => {
+                check.error(cpath.key("payout"), "a criterion needs a payout");
+                Payout::Fixed(0)
+            }
+        };
+        let seconds = match cr.duration_secs {
+            Some(s) if s <= 86_400 => Seconds::Fixed(s as u32),
+            Some(s) => {
+                check.error(cpath.key("duration_secs"), format!("{s} is over a day (86400)"));
+                Seconds::Fixed(0)
+            }
+            None => {
+                check.error(cpath.key("duration_secs"), "a criterion needs duration_secs");
+                Seconds::Fixed(0)
+            }
+        };
+        criteria.push(Criterion {
+            publisher: (cr.publisher_id != "*").then(|| cr.publisher_id.into_boxed_str()),
+            targets,
+            payout,
+            seconds,
+        });
+    }
+
+    let mode = match c.routing {
+        schema::Routing::Priority => Mode::Priority,
+    };
+    Campaign::new(
+        Sym::intern(&c.id),
+        c.name.unwrap_or_else(|| c.id.clone()).into_boxed_str(),
+        tracking,
+        mode,
+        keys,
+        criteria,
+        targets,
+    )
+}

@@ -1,0 +1,438 @@
+//! The engine: the state of rtbd and its verbs. `ping`, `confirm`, `claim`
+//! and `end` each read top to bottom; `tick` expires what is due.
+//!
+//! The engine owns the reservation table, the clock and the current routing
+//! config. It speaks in typed answers; `http` turns them into JSON.
+
+use std::sync::Arc;
+
+use arc_swap::{ArcSwap, Guard};
+
+use crate::clock::Clock;
+use crate::config::Routing;
+use crate::error::Rejection;
+use crate::params::Params;
+use crate::phone::{Dial, Phone, PhoneError};
+use crate::records::{CallEnd, Record, Tags};
+use crate::route::{self, Routed};
+use crate::status::{Detailed, Info, Status};
+use crate::sym::Sym;
+use crate::table::{Live, SHARDS, Scope, Shard, Table};
+
+/// The terms of a reservation, as a publisher sees them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Terms {
+    pub uuid: u128,
+    pub status: Status,
+    pub payout_milli: u64,
+    pub seconds: u32,
+    pub inbound: Option<Phone>,
+    pub expires_ms: u64,
+    /// True when this repeats a live reservation (the Ping Shield echo).
+    pub echo: bool,
+}
+
+/// The answer to a ping or a confirmation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// A live reservation: `reserved` or `confirmed`.
+    Reservation(Terms),
+    /// Nothing held for the caller: `no-target` or `rejected`, with the
+    /// detailed status that explains it.
+    Nothing { uuid: u128, status: Status, reason: Detailed, info: Info },
+    /// The reservation expired before it was confirmed.
+    Expired { uuid: u128 },
+    /// A ping for this caller is still being routed.
+    Processing { uuid: u128 },
+    /// The reservation was already turned into a call.
+    Claimed { uuid: u128 },
+}
+
+/// A call that arrived and found its reservation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Claim {
+    pub uuid: u128,
+    pub target: Sym,
+    pub transfer: Dial,
+    pub payout_milli: u64,
+    pub seconds: u32,
+}
+
+/// How a call ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ended {
+    pub uuid: u128,
+    pub converted: bool,
+    /// What the publisher earned: the payout when converted, else 0.
+    pub payout_milli: u64,
+    pub duration_secs: u32,
+}
+
+/// Which reservation a confirmation is for.
+#[derive(Clone, Copy, Debug)]
+pub enum Confirming {
+    Uuid(u128),
+    /// The caller's live reservation on the key.
+    Caller(Phone),
+}
+
+pub struct Engine {
+    routing: ArcSwap<Routing>,
+    table: Table,
+    clock: Clock,
+}
+
+/// Info of the dead line: a call that matches no reservation.
+pub const DEAD_LINE: &str = "no reservation for this caller on this number";
+
+impl Engine {
+    pub fn new(routing: Routing, clock: Clock) -> Engine {
+        let now = clock.now_ms();
+        let mut routing = routing;
+        routing.version = 1;
+        routing.loaded_at_ms = now;
+        Engine { routing: ArcSwap::from_pointee(routing), table: Table::new(now), clock }
+    }
+
+    /// The routing config now. A ping holds it from start to end.
+    #[inline]
+    pub fn routing(&self) -> Guard<Arc<Routing>> {
+        self.routing.load()
+    }
+
+    /// The clock the engine reads.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    pub fn table(&self) -> &Table {
+        &self.table
+    }
+
+    /// `POST /rtbs.json`: finds a buyer for a caller and reserves it.
+    pub fn ping(&self, routing: &Routing, params: &Params) -> Result<Answer, Rejection> {
+        // Who is asking, for whom.
+        let key = required(params, "key")?;
+        let publisher = params
+            .get("publisher_id")
+            .filter(|p| !p.is_empty())
+            .or_else(|| params.get("source_id").filter(|p| !p.is_empty()))
+            .ok_or_else(|| Rejection::bad_request("FAILED must include publisher_id (string)"))?;
+        let caller = caller_number(params)?;
+        let (campaign, rtb_key) = routing.key(key).ok_or_else(|| Rejection::not_found("unknown key"))?;
+
+        if let Some(status) = params.get("status").filter(|s| !s.is_empty()) {
+            if status != "confirmed" {
+                return Err(Rejection::bad_request(format!(
+                    "status {status:?} is not understood: only status=confirmed is"
+                )));
+            }
+            let which = match params.get("uuid").filter(|u| !u.is_empty()) {
+                Some(text) => Confirming::Uuid(parse_uuid(text)?),
+                None => Confirming::Caller(caller),
+            };
+            return self.confirm(routing, key, which);
+        }
+
+        let inbound = match params.get("inbound_number").filter(|n| !n.is_empty()) {
+            Some(text) => {
+                let number = Phone::parse(text)
+                    .map_err(|e| Rejection::bad_request(format!("invalid inbound_number {text:?}: {e}")))?;
+                if !campaign.is_tracking_number(number) {
+                    return Err(Rejection::bad_request(format!(
+                        "inbound_number {number} is not a tracking number of this campaign"
+                    )));
+                }
+                Some(number)
+            }
+            None => rtb_key.inbound_number,
+        };
+
+        let now = self.clock.now_ms();
+        let shard_index = Table::shard_of_caller(caller);
+        let mut shard = self.table.lock(shard_index);
+
+        // Ping Shield: a live reservation for this caller is echoed, and the
+        // buyers are not asked again.
+        if let Some(live) = shard.find_live(caller, Scope::Key(rtb_key.id), now) {
+            return Ok(match live.status {
+                Status::Processing => Answer::Processing { uuid: live.uuid },
+                _ => Answer::Reservation(terms(live, true)),
+            });
+        }
+
+        // Route, then record what happened.
+        let uuid = shard.new_uuid(shard_index);
+        let mut flow = Vec::new();
+        let routed = route::route(campaign, &route::Ping { publisher, now_ms: now }, &mut flow);
+        let mut record = Record {
+            created_ms: now,
+            expires_ms: 0,
+            caller,
+            key: rtb_key.id,
+            campaign: campaign.id,
+            publisher: publisher.into(),
+            status: Status::NoTarget,
+            target: None,
+            transfer: None,
+            inbound: None,
+            payout_milli: 0,
+            seconds: 0,
+            end: None,
+            tags: Tags::new(params.tags()),
+            flow,
+        };
+        let inbound = inbound.or_else(|| campaign.next_tracking_number());
+        let answer = match (routed, inbound) {
+            (Routed::Winner(winner), Some(inbound)) => {
+                let target = campaign.targets[winner.target].id;
+                let live = Live {
+                    uuid,
+                    key: rtb_key.id,
+                    campaign: campaign.id,
+                    status: Status::Reserved,
+                    expires_ms: now + rtb_key.ttl_ms,
+                    target: Some(target),
+                    inbound: Some(inbound),
+                    payout_milli: winner.price.payout_milli,
+                    seconds: winner.price.seconds,
+                    counted_ms: None,
+                };
+                record.status = Status::Reserved;
+                record.expires_ms = live.expires_ms;
+                record.target = Some(target);
+                record.transfer = Some(winner.transfer);
+                record.inbound = Some(inbound);
+                record.payout_milli = live.payout_milli;
+                record.seconds = live.seconds;
+                record.push(now, Some(target), Detailed::Reserved, Info::None);
+                let answer = Answer::Reservation(terms(&live, false));
+                shard.add_live(caller, live);
+                answer
+            }
+            // Validation requires tracking numbers; kept for safety.
+            (Routed::Winner(_), None) => nothing(
+                &mut record,
+                uuid,
+                Status::NoTarget,
+                Detailed::NoTarget,
+                Info::Static("the campaign has no tracking number"),
+            ),
+            (Routed::Nobody { status, reason, info }, _) => nothing(&mut record, uuid, status, reason, info),
+        };
+        shard.add_record(uuid, record);
+        shard.evict(now, routing.server.record_retention_ms, records_per_shard(routing), false);
+        Ok(answer)
+    }
+
+    /// Confirms a reservation: `PUT /rtbs/{uuid}.json`, or a ping with
+    /// `status=confirmed`.
+    pub fn confirm(&self, routing: &Routing, key: &str, which: Confirming) -> Result<Answer, Rejection> {
+        let (_, rtb_key) = routing.key(key).ok_or_else(|| Rejection::not_found("unknown key"))?;
+        let now = self.clock.now_ms();
+        let (mut shard, uuid) = match which {
+            Confirming::Uuid(uuid) => (self.table.lock(Table::shard_of_uuid(uuid)), uuid),
+            Confirming::Caller(caller) => {
+                let shard = self.table.lock(Table::shard_of_caller(caller));
+                let uuid = shard
+                    .find_live(caller, Scope::Key(rtb_key.id), now)
+                    .map(|live| live.uuid)
+                    .ok_or_else(|| Rejection::not_found("no live reservation for this caller on this key"))?;
+                (shard, uuid)
+            }
+        };
+        let unknown = || Rejection::not_found("no reservation with this uuid on this key");
+        let record = shard.records.get(uuid).ok_or_else(unknown)?;
+        if record.key != rtb_key.id {
+            return Err(unknown());
+        }
+        let caller = record.caller;
+        let shard = &mut *shard;
+        let state = shard.live_mut(caller, uuid).map(|live| (live.status, live.is_live(now)));
+        match state {
+            Some((Status::Processing, _)) => return Ok(Answer::Processing { uuid }),
+            Some((status, true)) => {
+                if status == Status::Reserved {
+                    shard.mark(caller, uuid, Status::Confirmed);
+                    if let Some(record) = shard.records.get_mut(uuid) {
+                        record.push(now, record.target, Detailed::Confirmed, Info::None);
+                    }
+                }
+                if let Some(live) = shard.live_mut(caller, uuid) {
+                    return Ok(Answer::Reservation(terms(live, false)));
+                }
+            }
+            Some((_, false)) => expire(shard, caller, uuid),
+            None => {}
+        }
+        let record = shard.records.get(uuid).ok_or_else(unknown)?;
+        Ok(match record.status_at(now) {
+            Status::Claimed => Answer::Claimed { uuid },
+            Status::NoTarget | Status::Rejected => {
+                let (reason, info) = record.verdict().unwrap_or((Detailed::NoTarget, &Info::None));
+                Answer::Nothing { uuid, status: record.status, reason, info: info.clone() }
+            }
+            // Anything else no longer holds a live entry: it has expired.
+            _ => Answer::Expired { uuid },
+        })
+    }
+
+    /// `POST /calls`: a call from `caller` to the tracking number `inbound`
+    /// arrived. Its live reservation becomes a claimed call.
+    pub fn claim(&self, caller: Phone, inbound: Phone) -> Result<Claim, Rejection> {
+        let now = self.clock.now_ms();
+        let mut shard = self.table.lock(Table::shard_of_caller(caller));
+        let shard = &mut *shard;
+        let expired =
+            || Rejection::not_found("the reservation expired before the call arrived").with_status("expired");
+        let dead_line = || Rejection::not_found(DEAD_LINE).with_status("no-target");
+        if let Some(live) = shard.find_for_call(caller, inbound) {
+            let uuid = live.uuid;
+            if !live.is_live(now) {
+                expire(shard, caller, uuid);
+                return Err(expired());
+            }
+            let live = shard.take_live(caller, uuid).ok_or_else(dead_line)?;
+            let record = shard.records.get_mut(uuid).ok_or_else(dead_line)?;
+            let (Some(target), Some(transfer)) = (record.target, record.transfer.clone()) else {
+                return Err(dead_line());
+            };
+            record.status = Status::Claimed;
+            record.push(now, Some(target), Detailed::Claimed, Info::None);
+            return Ok(Claim {
+                uuid,
+                target,
+                transfer,
+                payout_milli: live.payout_milli,
+                seconds: live.seconds,
+            });
+        }
+        // No live reservation: say `expired` if the newest one on this
+        // number expired, else this is the dead line.
+        let last = shard.last_reservation(caller, inbound).and_then(|uuid| shard.records.get(uuid));
+        match last.map(|record| record.status_at(now)) {
+            Some(Status::Expired) => Err(expired()),
+            _ => Err(dead_line()),
+        }
+    }
+
+    /// `POST /calls/{uuid}/end`: the call ended after `duration_secs`.
+    /// Ending twice answers the same and changes nothing.
+    pub fn end(&self, uuid: u128, duration_secs: u32) -> Result<Ended, Rejection> {
+        let now = self.clock.now_ms();
+        let mut shard = self.table.lock(Table::shard_of_uuid(uuid));
+        let record =
+            shard.records.get_mut(uuid).ok_or_else(|| Rejection::not_found("no call with this uuid"))?;
+        if record.status != Status::Claimed {
+            return Err(Rejection::new(
+                409,
+                format!("this reservation is {}, not a claimed call", record.status_at(now).as_str()),
+            ));
+        }
+        let end = match record.end {
+            Some(end) => end,
+            None => {
+                let end = CallEnd { at_ms: now, duration_secs, converted: duration_secs >= record.seconds };
+                record.end = Some(end);
+                let info = if end.converted { "converted" } else { "not converted: the call was too short" };
+                record.push(now, record.target, Detailed::Ended, Info::Static(info));
+                end
+            }
+        };
+        Ok(Ended {
+            uuid,
+            converted: end.converted,
+            payout_milli: if end.converted { record.payout_milli } else { 0 },
+            duration_secs: end.duration_secs,
+        })
+    }
+
+    /// The record of a ping, as JSON.
+    pub fn record(&self, uuid: u128) -> Option<serde_json::Value> {
+        let now = self.clock.now_ms();
+        let shard = self.table.lock(Table::shard_of_uuid(uuid));
+        Some(shard.records.get(uuid)?.to_json(uuid, now))
+    }
+
+    /// Expires every reservation whose time has come and drops records past
+    /// retention. Runs every few milliseconds; tests call it after moving a
+    /// manual clock.
+    pub fn tick(&self) {
+        let now = self.clock.now_ms();
+        let routing = self.routing();
+        let retention = routing.server.record_retention_ms;
+        let per_shard = records_per_shard(&routing);
+        let mut due = Vec::new();
+        for shard in self.table.shards() {
+            let mut shard = shard.lock();
+            due.clear();
+            shard.due(now, &mut due);
+            for &(caller, uuid) in &due {
+                let expiring = shard.live_mut(caller, uuid).is_some_and(|live| !live.is_live(now));
+                if expiring {
+                    expire(&mut shard, caller, uuid);
+                }
+            }
+            shard.evict(now, retention, per_shard, true);
+        }
+    }
+}
+
+/// Each shard keeps its share of `max_records`.
+fn records_per_shard(routing: &Routing) -> usize {
+    routing.server.max_records.div_ceil(SHARDS).max(1)
+}
+
+/// Ends a live reservation whose time has passed (the shard is locked).
+/// Its record needs no write: a record derives `expired` from its time.
+fn expire(shard: &mut Shard, caller: Phone, uuid: u128) {
+    shard.take_live(caller, uuid);
+}
+
+fn nothing(record: &mut Record, uuid: u128, status: Status, reason: Detailed, info: Info) -> Answer {
+    record.status = status;
+    record.push(record.created_ms, None, reason, info.clone());
+    Answer::Nothing { uuid, status, reason, info }
+}
+
+fn terms(live: &Live, echo: bool) -> Terms {
+    Terms {
+        uuid: live.uuid,
+        status: live.status,
+        payout_milli: live.payout_milli,
+        seconds: live.seconds,
+        inbound: live.inbound,
+        expires_ms: live.expires_ms,
+        echo,
+    }
+}
+
+fn required<'p>(params: &'p Params, name: &'static str) -> Result<&'p str, Rejection> {
+    params
+        .get(name)
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| Rejection::bad_request(format!("FAILED must include {name} (string)")))
+}
+
+/// The `caller_number` parameter, normalized.
+pub fn caller_number(params: &Params) -> Result<Phone, Rejection> {
+    let text = required(params, "caller_number")?;
+    Phone::parse(text).map_err(|e| invalid_number("caller_number", text, e))
+}
+
+/// A phone-number parameter by name, normalized.
+pub fn number_param(params: &Params, name: &'static str) -> Result<Phone, Rejection> {
+    let text = required(params, name)?;
+    Phone::parse(text).map_err(|e| invalid_number(name, text, e))
+}
+
+fn invalid_number(name: &str, text: &str, e: PhoneError) -> Rejection {
+    Rejection::bad_request(format!("invalid {name} {text:?}: {e}"))
+}
+
+/// Parses a uuid from a path or parameter.
+pub fn parse_uuid(text: &str) -> Result<u128, Rejection> {
+    uuid::Uuid::try_parse(text)
+        .map(|u| u.as_u128())
+        .map_err(|_| Rejection::bad_request(format!("{text:?} is not a uuid")))
+}

@@ -1,0 +1,330 @@
+//! HTTP: the accept loop, request limits, and dispatch by method and path.
+//!
+//! One hyper 1.x HTTP/1.1 connection per accepted socket, served by a
+//! [`Handler`]. A request without a body (the common ping: everything in the
+//! query string) is answered synchronously inside `call`, with no boxed
+//! future and no reference count touched; a request with a body reads it
+//! under the 16 KiB limit first.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::{Body as _, Incoming};
+use hyper::header::{ALLOW, AUTHORIZATION, CONTENT_LENGTH, HeaderMap, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::{Method, Request, Response};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+
+use crate::engine::{self, Confirming, Engine};
+use crate::error::Rejection;
+use crate::params::Params;
+use crate::reply::{self, Body};
+
+/// Largest accepted request body.
+pub const MAX_BODY: usize = 16 * 1024;
+/// Longest accepted path and query.
+pub const MAX_URI: usize = 8 * 1024;
+/// A client must send its request head within this time.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long shutdown waits for requests in flight.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Serves `engine` on `listener` until `shutdown` completes, then stops
+/// accepting and lets open requests finish (up to [`SHUTDOWN_GRACE`]).
+pub async fn serve(listener: TcpListener, engine: Arc<Engine>, shutdown: impl Future<Output = ()>) {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .keep_alive(true)
+        .max_buf_size(MAX_URI + 8 * 1024);
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let _ = stream.set_nodelay(true);
+                    let handler = Handler { engine: engine.clone() };
+                    let conn = builder.serve_connection(TokioIo::new(stream), handler);
+                    let conn = graceful.watch(conn);
+                    tokio::spawn(async move {
+                        let _ = conn.await;
+                    });
+                }
+                Err(e) => {
+                    // Out of file descriptors or a reset during the handshake:
+                    // wait a moment rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            },
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(SHUTDOWN_GRACE) => {
+            tracing::warn!("shutdown: requests still open after {SHUTDOWN_GRACE:?}, closing them");
+        }
+    }
+}
+
+/// Serves the requests of one connection.
+#[derive(Clone)]
+pub struct Handler {
+    engine: Arc<Engine>,
+}
+
+impl Handler {
+    pub fn new(engine: Arc<Engine>) -> Handler {
+        Handler { engine }
+    }
+}
+
+impl hyper::service::Service<Request<Incoming>> for Handler {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Reply;
+
+    fn call(&self, req: Request<Incoming>) -> Reply {
+        if req.body().is_end_stream() {
+            let (parts, _) = req.into_parts();
+            return Reply::Ready(Some(respond(&self.engine, &parts, &[])));
+        }
+        if let Some(len) = content_length(req.headers())
+            && len > MAX_BODY as u64
+        {
+            return Reply::Ready(Some(too_large()));
+        }
+        let engine = self.engine.clone();
+        Reply::Reading(Box::pin(async move {
+            let (parts, body) = req.into_parts();
+            let response = match Limited::new(body, MAX_BODY).collect().await {
+                Ok(collected) => {
+                    let body: Bytes = collected.to_bytes();
+                    respond(&engine, &parts, &body)
+                }
+                Err(e) if e.is::<http_body_util::LengthLimitError>() => too_large(),
+                Err(_) => reply::rejection(&Rejection::bad_request("could not read the request body")),
+            };
+            Ok(response)
+        }))
+    }
+}
+
+/// The future of one request: ready at once, or reading a body.
+pub enum Reply {
+    Ready(Option<Response<Body>>),
+    Reading(Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>),
+}
+
+impl Future for Reply {
+    type Output = Result<Response<Body>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Reply::Ready(response) => Poll::Ready(Ok(response.take().unwrap_or_else(internal_error))),
+            Reply::Reading(fut) => fut.as_mut().poll(cx),
+        }
+    }
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+}
+
+fn too_large() -> Response<Body> {
+    reply::rejection(&Rejection::new(413, format!("the body is over {MAX_BODY} bytes")))
+}
+
+fn internal_error() -> Response<Body> {
+    reply::rejection(&Rejection::new(500, "internal error").with_status("error"))
+}
+
+/// Answers one request. A panic below here is a bug; it answers 500 and the
+/// server goes on.
+pub fn respond(engine: &Engine, parts: &hyper::http::request::Parts, body: &[u8]) -> Response<Body> {
+    std::panic::catch_unwind(AssertUnwindSafe(|| dispatch(engine, parts, body))).unwrap_or_else(|_| {
+        tracing::error!(method = %parts.method, path = parts.uri.path(), "request handler panicked");
+        internal_error()
+    })
+}
+
+fn dispatch(engine: &Engine, parts: &hyper::http::request::Parts, body: &[u8]) -> Response<Body> {
+    let uri = &parts.uri;
+    if uri.path_and_query().map_or(0, |pq| pq.as_str().len()) > MAX_URI {
+        return reply::rejection(&Rejection::new(414, format!("the URL is over {MAX_URI} bytes")));
+    }
+    let method = &parts.method;
+    let path = uri.path();
+    let result = match split(path) {
+        ("/rtbs.json", None) => match *method {
+            Method::POST => ping(engine, uri.query(), body),
+            _ => return not_allowed("POST"),
+        },
+        ("/rtbs", Some(rest)) if rest.ends_with(".json") => match *method {
+            Method::PUT | Method::PATCH => confirm(engine, &rest[..rest.len() - 5], uri.query(), body),
+            _ => return not_allowed("PUT, PATCH"),
+        },
+        ("/calls", None) => match *method {
+            Method::POST => authorized(engine, &parts.headers, Token::Switch)
+                .and_then(|()| claim(engine, uri.query(), body)),
+            _ => return not_allowed("POST"),
+        },
+        ("/calls", Some(rest)) if rest.ends_with("/end") => match *method {
+            Method::POST => authorized(engine, &parts.headers, Token::Switch)
+                .and_then(|()| end(engine, &rest[..rest.len() - 4], uri.query(), body)),
+            _ => return not_allowed("POST"),
+        },
+        ("/call_reservations", Some(id)) => match *method {
+            Method::GET => authorized(engine, &parts.headers, Token::Admin).and_then(|()| record(engine, id)),
+            _ => return not_allowed("GET"),
+        },
+        ("/healthz", None) => match *method {
+            Method::GET | Method::HEAD => return health(),
+            _ => return not_allowed("GET"),
+        },
+        _ => Err(Rejection::not_found(format!("no such path: {}", truncate(path, 200)))),
+    };
+    result.unwrap_or_else(|r| reply::rejection(&r))
+}
+
+/// Splits `/calls/123/end` into (`/calls`, Some(`123/end`)).
+fn split(path: &str) -> (&str, Option<&str>) {
+    match path.get(1..).and_then(|p| p.find('/')) {
+        Some(i) => (&path[..=i], Some(&path[i + 2..])),
+        None => (path, None),
+    }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+fn not_allowed(allow: &'static str) -> Response<Body> {
+    let mut response =
+        reply::rejection(&Rejection::new(405, format!("method not allowed here: use {allow}")));
+    response.headers_mut().insert(ALLOW, HeaderValue::from_static(allow));
+    response
+}
+
+fn health() -> Response<Body> {
+    let mut response = Response::new(Body::new(Bytes::from_static(b"ok")));
+    response.headers_mut().insert(hyper::header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    response
+}
+
+#[derive(Clone, Copy)]
+enum Token {
+    Admin,
+    Switch,
+}
+
+/// Checks the bearer token in constant time.
+fn authorized(engine: &Engine, headers: &HeaderMap, token: Token) -> Result<(), Rejection> {
+    let routing = engine.routing();
+    let expected = match token {
+        Token::Admin => routing.server.admin_token.as_deref(),
+        Token::Switch => routing.server.switch_token.as_deref(),
+    };
+    let given = headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim);
+    match (expected, given) {
+        (Some(expected), Some(given))
+            if constant_time_eq::constant_time_eq(expected.as_bytes(), given.as_bytes()) =>
+        {
+            Ok(())
+        }
+        _ => Err(Rejection::unauthorized()),
+    }
+}
+
+/// `POST /rtbs.json`: the hot path.
+fn ping(engine: &Engine, query: Option<&str>, body: &[u8]) -> Result<Response<Body>, Rejection> {
+    let params = Params::parse(query, body)?;
+    let routing = engine.routing();
+    let answer = engine.ping(&routing, &params)?;
+    Ok(reply::answer(&answer, routing.server.sip_domain.as_deref()))
+}
+
+/// `PUT|PATCH /rtbs/{uuid}.json`.
+fn confirm(engine: &Engine, id: &str, query: Option<&str>, body: &[u8]) -> Result<Response<Body>, Rejection> {
+    let params = Params::parse(query, body)?;
+    let uuid = engine::parse_uuid(id)?;
+    let key = params
+        .get("key")
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| Rejection::bad_request("FAILED must include key (string)"))?;
+    if let Some(status) = params.get("status").filter(|s| *s != "confirmed") {
+        return Err(Rejection::bad_request(format!(
+            "status {status:?} is not understood: only status=confirmed is"
+        )));
+    }
+    let routing = engine.routing();
+    let answer = engine.confirm(&routing, key, Confirming::Uuid(uuid))?;
+    Ok(reply::answer(&answer, routing.server.sip_domain.as_deref()))
+}
+
+/// `POST /calls`.
+fn claim(engine: &Engine, query: Option<&str>, body: &[u8]) -> Result<Response<Body>, Rejection> {
+    let params = Params::parse(query, body)?;
+    let caller = engine::caller_number(&params)?;
+    let inbound = engine::number_param(&params, "inbound_number")?;
+    engine.claim(caller, inbound).map(|c| reply::claim(&c))
+}
+
+/// `POST /calls/{uuid}/end`.
+fn end(engine: &Engine, id: &str, query: Option<&str>, body: &[u8]) -> Result<Response<Body>, Rejection> {
+    let params = Params::parse(query, body)?;
+    let uuid = engine::parse_uuid(id)?;
+    let text = params
+        .get("duration_secs")
+        .filter(|d| !d.is_empty())
+        .ok_or_else(|| Rejection::bad_request("FAILED must include duration_secs (integer)"))?;
+    let duration = text.parse::<u32>().map_err(|_| {
+        Rejection::bad_request(format!("duration_secs {text:?} is not a whole number of seconds"))
+    })?;
+    engine.end(uuid, duration).map(|e| reply::ended(&e))
+}
+
+/// `GET /call_reservations/{uuid}`.
+fn record(engine: &Engine, id: &str) -> Result<Response<Body>, Rejection> {
+    let uuid = engine::parse_uuid(id)?;
+    let record = engine
+        .record(uuid)
+        .ok_or_else(|| Rejection::not_found("no record with this uuid (never made, or past retention)"))?;
+    Ok(reply::value(200, &record))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split;
+
+    #[test]
+    fn paths_split_at_the_second_slash() {
+        assert_eq!(split("/rtbs.json"), ("/rtbs.json", None));
+        assert_eq!(split("/rtbs/abc.json"), ("/rtbs", Some("abc.json")));
+        assert_eq!(split("/calls/abc/end"), ("/calls", Some("abc/end")));
+        assert_eq!(split("/calls"), ("/calls", None));
+        assert_eq!(split("/"), ("/", None));
+        assert_eq!(split(""), ("", None));
+    }
+}

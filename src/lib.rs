@@ -1,0 +1,50 @@
+//! rtbd: a real-time-bidding engine for pay-per-call.
+//!
+//! A publisher with a caller on the line pings a campaign
+//! (`POST /rtbs.json`); rtbd judges every buyer (target) of the campaign,
+//! picks one, and answers with a reservation: the tracking number to
+//! transfer the caller to, the payout, and the seconds the call must last.
+//! The reservation is then confirmed, claimed when the call arrives, and
+//! ended, or it expires.
+//!
+//! The modules, in the order a ping meets them:
+//!
+//! | module     | one job |
+//! | ---------- | ------- |
+//! | `server`   | start and stop a whole rtbd: listener, engine, background tasks |
+//! | `http`     | accept loop, request limits, dispatch by method and path |
+//! | `params`   | query, form and JSON body → one borrowed parameter set |
+//! | `phone`    | E.164 normalization, transfer numbers |
+//! | `engine`   | the state and its verbs: `ping`, `confirm`, `claim`, `end`, `tick` |
+//! | `route`    | judge the targets of one ping and pick the winner |
+//! | `pricing`  | conversion criteria: payout and seconds |
+//! | `table`    | the sharded reservation table, indexed by caller and uuid |
+//! | `wheel`    | the hierarchical timing wheel that expires reservations |
+//! | `records`  | the record of each ping, kept for retention |
+//! | `ids`      | the uuids rtbd issues: shard and record place inside |
+//! | `reply`    | engine answers → JSON responses |
+//! | `json`     | the hand-written JSON writer of the hot path |
+//! | `config`   | the TOML schema, validation, the compiled `Routing` |
+//! | `status`   | the statuses and detailed statuses of the contract |
+//! | `clock`    | the injectable clock, RFC 3339 formatting |
+//! | `sym`      | interned names of keys, campaigns and targets |
+//! | `error`    | the 4xx answers a request can get |
+
+pub mod clock;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod http;
+pub mod ids;
+pub mod json;
+pub mod params;
+pub mod phone;
+pub mod pricing;
+pub mod records;
+pub mod reply;
+pub mod route;
+pub mod server;
+pub mod status;
+pub mod sym;
+pub mod table;
+pub mod wheel;

@@ -1,0 +1,134 @@
+//! The `rtbd` command: parse arguments, load the config, run the server.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use rtbd::config::{self, Routing};
+use rtbd::server::{Options, Server};
+
+#[derive(Parser)]
+#[command(name = "rtbd", version, about = "A real-time-bidding engine for pay-per-call")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (the default command).
+    Serve(ServeArgs),
+    /// Check a config file: exit 0 with a summary, or exit 1 with the errors.
+    CheckConfig {
+        /// The config file to check.
+        file: PathBuf,
+    },
+}
+
+#[derive(clap::Args, Default)]
+struct ServeArgs {
+    /// Config file. Default: config/rtbd.toml if it exists, else the
+    /// built-in demo config.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Listen on this address instead of the config's `server.listen`.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+}
+
+const DEFAULT_CONFIG: &str = "config/rtbd.toml";
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::CheckConfig { file }) => check_config(&file),
+        Some(Command::Serve(args)) => serve(args),
+        None => serve(ServeArgs::default()),
+    }
+}
+
+fn check_config(file: &Path) -> ExitCode {
+    match config::load(file) {
+        Ok(routing) => {
+            println!(
+                "{}: ok: {} campaigns, {} rtb keys, {} targets, {} publishers",
+                file.display(),
+                routing.campaigns.len(),
+                routing.key_count(),
+                routing.target_count(),
+                routing.publishers.len()
+            );
+            for warning in &routing.warnings {
+                println!("{warning}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(args: &ServeArgs) -> Result<Routing, config::ConfigError> {
+    match &args.config {
+        Some(path) => config::load(path),
+        None if Path::new(DEFAULT_CONFIG).exists() => config::load(Path::new(DEFAULT_CONFIG)),
+        None => config::parse(config::DEMO, config::DEMO_SOURCE),
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let routing = match load(&args) {
+        Ok(routing) => routing,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for warning in &routing.warnings {
+        tracing::warn!("{warning}");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let source = routing.source.clone();
+        let example = example_curl(&routing);
+        let options = Options { listen: args.listen, ..Options::default() };
+        let server = match Server::start(routing, options).await {
+            Ok(server) => server,
+            Err(e) => {
+                eprintln!("cannot listen: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let addr = server.addr();
+        println!("rtbd listening on http://{addr} (config: {source})");
+        if let Some(query) = example {
+            println!("get a reservation:");
+            println!("  curl -s -X POST 'http://{addr}/rtbs.json?{query}'");
+        }
+        server.run_until_signal().await;
+        ExitCode::SUCCESS
+    })
+}
+
+/// The query of a ping that the config can answer with a reservation.
+fn example_curl(routing: &Routing) -> Option<String> {
+    let campaign = routing.campaigns.iter().find(|c| !c.keys.is_empty() && !c.targets.is_empty())?;
+    let key = &campaign.keys[0].key;
+    let publisher = campaign.criteria.iter().find_map(|c| c.publisher.as_deref()).unwrap_or("demo-publisher");
+    Some(format!("key={key}&publisher_id={publisher}&caller_number=%2B18005551234&caller_zip=10001"))
+}

@@ -1,0 +1,536 @@
+//! Request parameters: the query string, a form body or a flat JSON body,
+//! merged into one borrowed set.
+//!
+//! Hand-written because it runs on every ping: values borrow from the request
+//! unless they had to be decoded, names are lower-cased in place, and every
+//! limit of the contract (UTF-8, control characters, tag names, 64 tags,
+//! 256-byte values, flat JSON) is checked in the same pass. The JSON reader
+//! keeps numbers as the text the publisher sent (`"zip": 07030` is not a
+//! thing, but `"age": 42` stays `42`), rejects nesting at its first byte and
+//! never builds a tree, so there is no depth to exhaust.
+
+use std::borrow::Cow;
+
+use smallvec::SmallVec;
+
+use crate::error::Rejection;
+
+/// At most this many tags (parameters without a meaning of their own).
+pub const MAX_TAGS: usize = 64;
+/// Longest accepted parameter value, in bytes.
+pub const MAX_VALUE_LEN: usize = 256;
+/// Longest accepted parameter name, in bytes.
+pub const MAX_NAME_LEN: usize = 64;
+
+/// Parameter names with a meaning of their own; every other name is a tag.
+pub const RESERVED: [&str; 7] =
+    ["key", "publisher_id", "source_id", "caller_number", "inbound_number", "status", "uuid"];
+
+fn is_reserved(name: &str) -> bool {
+    RESERVED.contains(&name)
+}
+
+/// The merged parameters of one request. Later sources win: the body over
+/// the query string, a later repeat over an earlier one.
+#[derive(Debug, Default)]
+pub struct Params<'a> {
+    fields: SmallVec<[(Cow<'a, str>, Cow<'a, str>); 8]>,
+    tags: usize,
+}
+
+impl<'a> Params<'a> {
+    /// Parses a query string (if any) and then a body (JSON when its first
+    /// non-blank byte is `{`, else form-urlencoded).
+    pub fn parse(query: Option<&'a str>, body: &'a [u8]) -> Result<Params<'a>, Rejection> {
+        let mut params = Params::default();
+        if let Some(query) = query {
+            params.add_urlencoded(query.as_bytes(), Source::Query)?;
+        }
+        params.add_body(body)?;
+        Ok(params)
+    }
+
+    /// Adds a body: JSON if its first non-blank byte is `{`, else a form.
+    pub fn add_body(&mut self, body: &'a [u8]) -> Result<(), Rejection> {
+        match body.iter().find(|b| !b.is_ascii_whitespace()) {
+            None => Ok(()),
+            Some(b'{') => self.add_json(body),
+            Some(_) => self.add_urlencoded(body, Source::Form),
+        }
+    }
+
+    /// The value of a parameter, by its lower-case name.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.fields.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_ref())
+    }
+
+    /// The tags: every parameter whose name has no meaning of its own.
+    pub fn tags(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.fields.iter().filter(|(n, _)| !is_reserved(n)).map(|(n, v)| (n.as_ref(), v.as_ref()))
+    }
+
+    /// How many tags there are.
+    pub fn tag_count(&self) -> usize {
+        self.tags
+    }
+
+    fn set(&mut self, name: Cow<'a, str>, value: Cow<'a, str>) -> Result<(), Rejection> {
+        let name = lower_case(name);
+        check_name(&name)?;
+        if value.len() > MAX_VALUE_LEN {
+            return Err(Rejection::bad_request(format!("value of {name} is over {MAX_VALUE_LEN} bytes")));
+        }
+        if let Some(slot) = self.fields.iter_mut().find(|(n, _)| *n == name) {
+            slot.1 = value;
+            return Ok(());
+        }
+        if !is_reserved(&name) {
+            if self.tags == MAX_TAGS {
+                return Err(Rejection::bad_request(format!("over {MAX_TAGS} tags")));
+            }
+            self.tags += 1;
+        }
+        self.fields.push((name, value));
+        Ok(())
+    }
+
+    fn add_urlencoded(&mut self, input: &'a [u8], source: Source) -> Result<(), Rejection> {
+        for pair in input.split(|&b| b == b'&') {
+            if pair.is_empty() {
+                continue;
+            }
+            let (raw_name, raw_value) = match pair.iter().position(|&b| b == b'=') {
+                Some(i) => (&pair[..i], &pair[i + 1..]),
+                None => (pair, &pair[pair.len()..]),
+            };
+            let name = percent_decode(raw_name, source, None)?;
+            if name.is_empty() {
+                return Err(Rejection::bad_request(format!(
+                    "a parameter in the {} has no name",
+                    source.noun()
+                )));
+            }
+            let value = percent_decode(raw_value, source, Some(&name))?;
+            self.set(name, value)?;
+        }
+        Ok(())
+    }
+
+    fn add_json(&mut self, input: &'a [u8]) -> Result<(), Rejection> {
+        let mut reader = JsonReader { input, pos: 0 };
+        reader.skip_ws();
+        reader.expect(b'{')?;
+        reader.skip_ws();
+        if reader.peek() == Some(b'}') {
+            reader.pos += 1;
+        } else {
+            loop {
+                reader.skip_ws();
+                let name = reader.string(None)?;
+                reader.skip_ws();
+                reader.expect(b':')?;
+                reader.skip_ws();
+                if let Some(value) = reader.value(&name)? {
+                    self.set(name, value)?;
+                }
+                reader.skip_ws();
+                match reader.next() {
+                    Some(b',') => continue,
+                    Some(b'}') => break,
+                    _ => return Err(reader.error("expected ',' or '}'")),
+                }
+            }
+        }
+        reader.skip_ws();
+        if reader.pos != input.len() {
+            return Err(reader.error("expected the end of the body after the object"));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Source {
+    Query,
+    Form,
+}
+
+impl Source {
+    fn noun(self) -> &'static str {
+        match self {
+            Source::Query => "query string",
+            Source::Form => "form body",
+        }
+    }
+}
+
+fn lower_case(name: Cow<'_, str>) -> Cow<'_, str> {
+    if name.bytes().any(|b| b.is_ascii_uppercase()) { Cow::Owned(name.to_ascii_lowercase()) } else { name }
+}
+
+fn check_name(name: &str) -> Result<(), Rejection> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Rejection::bad_request(format!(
+            "bad tag name {:?}: use 1 to {MAX_NAME_LEN} of a-z, 0-9, '_', '-' and '.'",
+            truncate(name, 80)
+        )))
+    }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+fn check_controls(value: &str, field: Option<&str>) -> Result<(), Rejection> {
+    if value.bytes().any(|b| b < 0x20 || b == 0x7f) {
+        return Err(Rejection::bad_request(match field {
+            Some(name) => format!("value of {name} holds a control character"),
+            None => "a parameter name holds a control character".to_owned(),
+        }));
+    }
+    Ok(())
+}
+
+fn describe(field: Option<&str>) -> String {
+    match field {
+        Some(name) => format!("value of {name}"),
+        None => "a parameter name".to_owned(),
+    }
+}
+
+/// Decodes `+` and `%XX`, checks UTF-8 and control characters.
+fn percent_decode<'a>(raw: &'a [u8], source: Source, field: Option<&str>) -> Result<Cow<'a, str>, Rejection> {
+    let decoded: Cow<'a, [u8]> = if raw.iter().any(|&b| b == b'%' || b == b'+') {
+        let mut out = Vec::with_capacity(raw.len());
+        let mut i = 0;
+        while i < raw.len() {
+            match raw[i] {
+                b'+' => {
+                    out.push(b' ');
+                    i += 1;
+                }
+                b'%' => {
+                    let hi = raw.get(i + 1).and_then(|&b| hex(b));
+                    let lo = raw.get(i + 2).and_then(|&b| hex(b));
+                    match (hi, lo) {
+                        (Some(hi), Some(lo)) => out.push(hi << 4 | lo),
+                        _ => {
+                            let end = (i + 3).min(raw.len());
+                            return Err(Rejection::bad_request(format!(
+                                "bad percent-encoding {:?} in the {}",
+                                String::from_utf8_lossy(&raw[i..end]),
+                                source.noun()
+                            )));
+                        }
+                    }
+                    i += 3;
+                }
+                b => {
+                    out.push(b);
+                    i += 1;
+                }
+            }
+        }
+        Cow::Owned(out)
+    } else {
+        Cow::Borrowed(raw)
+    };
+    let text: Cow<'a, str> = match decoded {
+        Cow::Borrowed(bytes) => Cow::Borrowed(
+            std::str::from_utf8(bytes)
+                .map_err(|_| Rejection::bad_request(format!("{} is not valid UTF-8", describe(field))))?,
+        ),
+        Cow::Owned(bytes) => Cow::Owned(
+            String::from_utf8(bytes)
+                .map_err(|_| Rejection::bad_request(format!("{} is not valid UTF-8", describe(field))))?,
+        ),
+    };
+    check_controls(&text, field)?;
+    Ok(text)
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// A reader for one flat JSON object.
+struct JsonReader<'a> {
+    input: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> JsonReader<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.input.get(self.pos).copied()
+    }
+
+    fn next(&mut self) -> Option<u8> {
+        let b = self.peek()?;
+        self.pos += 1;
+        Some(b)
+    }
+
+    fn skip_ws(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.pos += 1;
+        }
+    }
+
+    fn error(&self, what: &str) -> Rejection {
+        Rejection::bad_request(format!("bad JSON at byte {}: {what}", self.pos))
+    }
+
+    fn expect(&mut self, byte: u8) -> Result<(), Rejection> {
+        if self.next() == Some(byte) {
+            Ok(())
+        } else {
+            self.pos = self.pos.saturating_sub(1);
+            Err(self.error(&format!("expected '{}'", byte as char)))
+        }
+    }
+
+    /// A value: `Some(text)`, or `None` for `null`.
+    fn value(&mut self, name: &str) -> Result<Option<Cow<'a, str>>, Rejection> {
+        match self.peek() {
+            Some(b'"') => self.string(Some(name)).map(Some),
+            Some(b'{' | b'[') => Err(Rejection::bad_request(format!(
+                "nested JSON in {name}: the body must be a flat object of strings, numbers and booleans"
+            ))),
+            Some(b't') => self.word("true").map(Some),
+            Some(b'f') => self.word("false").map(Some),
+            Some(b'n') => self.word("null").map(|_| None),
+            Some(b'-' | b'0'..=b'9') => self.number().map(Some),
+            _ => Err(self.error("expected a value")),
+        }
+    }
+
+    fn word(&mut self, word: &'static str) -> Result<Cow<'a, str>, Rejection> {
+        if self.input[self.pos..].starts_with(word.as_bytes()) {
+            self.pos += word.len();
+            Ok(Cow::Borrowed(word))
+        } else {
+            Err(self.error("expected a value"))
+        }
+    }
+
+    fn number(&mut self) -> Result<Cow<'a, str>, Rejection> {
+        let start = self.pos;
+        if self.peek() == Some(b'-') {
+            self.pos += 1;
+        }
+        match self.peek() {
+            Some(b'0') => self.pos += 1,
+            Some(b'1'..=b'9') => self.digits(),
+            _ => return Err(self.error("bad number")),
+        }
+        if self.peek() == Some(b'.') {
+            self.pos += 1;
+            if !matches!(self.peek(), Some(b'0'..=b'9')) {
+                return Err(self.error("bad number"));
+            }
+            self.digits();
+        }
+        if matches!(self.peek(), Some(b'e' | b'E')) {
+            self.pos += 1;
+            if matches!(self.peek(), Some(b'+' | b'-')) {
+                self.pos += 1;
+            }
+            if !matches!(self.peek(), Some(b'0'..=b'9')) {
+                return Err(self.error("bad number"));
+            }
+            self.digits();
+        }
+        // The grammar above admits only ASCII.
+        let text = std::str::from_utf8(&self.input[start..self.pos]).map_err(|_| self.error("bad number"))?;
+        Ok(Cow::Borrowed(text))
+    }
+
+    fn digits(&mut self) {
+        while matches!(self.peek(), Some(b'0'..=b'9')) {
+            self.pos += 1;
+        }
+    }
+
+    /// A string, borrowed when it has no escapes.
+    fn string(&mut self, field: Option<&str>) -> Result<Cow<'a, str>, Rejection> {
+        if self.peek() != Some(b'"') {
+            return Err(self.error("expected a string"));
+        }
+        self.pos += 1;
+        let start = self.pos;
+        // Fast scan: most strings have no escapes.
+        while let Some(b) = self.peek() {
+            match b {
+                b'"' => {
+                    let raw = &self.input[start..self.pos];
+                    self.pos += 1;
+                    let text = std::str::from_utf8(raw).map_err(|_| {
+                        Rejection::bad_request(format!("{} is not valid UTF-8", describe(field)))
+                    })?;
+                    check_controls(text, field)?;
+                    return Ok(Cow::Borrowed(text));
+                }
+                b'\\' => break,
+                _ => self.pos += 1,
+            }
+        }
+        let mut out: Vec<u8> = self.input[start..self.pos].to_vec();
+        loop {
+            match self.next() {
+                None => return Err(self.error("unterminated string")),
+                Some(b'"') => break,
+                Some(b'\\') => match self.next() {
+                    Some(b'"') => out.push(b'"'),
+                    Some(b'\\') => out.push(b'\\'),
+                    Some(b'/') => out.push(b'/'),
+                    Some(b'b') => out.push(0x08),
+                    Some(b'f') => out.push(0x0c),
+                    Some(b'n') => out.push(b'\n'),
+                    Some(b'r') => out.push(b'\r'),
+                    Some(b't') => out.push(b'\t'),
+                    Some(b'u') => {
+                        let c = self.unicode_escape()?;
+                        let mut buf = [0u8; 4];
+                        out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+                    }
+                    _ => return Err(self.error("bad escape")),
+                },
+                Some(b) => out.push(b),
+            }
+        }
+        let text = String::from_utf8(out)
+            .map_err(|_| Rejection::bad_request(format!("{} is not valid UTF-8", describe(field))))?;
+        check_controls(&text, field)?;
+        Ok(Cow::Owned(text))
+    }
+
+    fn hex4(&mut self) -> Result<u32, Rejection> {
+        let mut v = 0u32;
+        for _ in 0..4 {
+            let d = self.next().and_then(hex).ok_or_else(|| self.error("bad \\u escape"))?;
+            v = v << 4 | u32::from(d);
+        }
+        Ok(v)
+    }
+
+    fn unicode_escape(&mut self) -> Result<char, Rejection> {
+        let first = self.hex4()?;
+        let code = if (0xD800..0xDC00).contains(&first) {
+            if self.next() != Some(b'\\') || self.next() != Some(b'u') {
+                return Err(self.error("unpaired surrogate in \\u escape"));
+            }
+            let second = self.hex4()?;
+            if !(0xDC00..0xE000).contains(&second) {
+                return Err(self.error("unpaired surrogate in \\u escape"));
+            }
+            0x10000 + ((first - 0xD800) << 10) + (second - 0xDC00)
+        } else {
+            first
+        };
+        char::from_u32(code).ok_or_else(|| self.error("unpaired surrogate in \\u escape"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(query: &str, body: &str) -> Result<Vec<(String, String)>, String> {
+        Params::parse(Some(query), body.as_bytes())
+            .map(|p| p.fields.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect())
+            .map_err(|r| r.info.into_owned())
+    }
+
+    #[test]
+    fn query_form_and_json_merge_with_body_winning() {
+        let got = parse("key=k&Caller_Zip=10001&a=1", "a=2&b=%2B1+2").unwrap();
+        assert_eq!(
+            got,
+            vec![
+                ("key".into(), "k".into()),
+                ("caller_zip".into(), "10001".into()),
+                ("a".into(), "2".into()),
+                ("b".into(), "+1 2".into()),
+            ]
+        );
+        let got =
+            parse("a=1", r#" {"a": "x", "n": -1.5e3, "t": true, "z": null, "u": "\u00e9\ud83d\ude00"} "#)
+                .unwrap();
+        assert_eq!(
+            got,
+            vec![
+                ("a".into(), "x".into()),
+                ("n".into(), "-1.5e3".into()),
+                ("t".into(), "true".into()),
+                ("u".into(), "é😀".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn plus_in_a_form_becomes_a_space() {
+        let p = Params::parse(Some("caller_number=+18005550100"), b"").unwrap();
+        assert_eq!(p.get("caller_number"), Some(" 18005550100"));
+    }
+
+    #[test]
+    fn reserved_names_are_not_tags() {
+        let p = Params::parse(Some("key=k&publisher_id=p&caller_number=1&zip=1&state=NY"), b"").unwrap();
+        assert_eq!(p.tag_count(), 2);
+        assert_eq!(p.tags().collect::<Vec<_>>(), vec![("zip", "1"), ("state", "NY")]);
+    }
+
+    #[test]
+    fn precise_errors() {
+        let err = |q: &str, b: &str| parse(q, b).unwrap_err();
+        assert!(err("a=%zz", "").contains("bad percent-encoding \"%zz\" in the query string"));
+        assert!(err("a=%4", "").contains("bad percent-encoding"));
+        assert!(err("a=%ff", "").contains("value of a is not valid UTF-8"));
+        assert!(err("a=%00", "").contains("value of a holds a control character"));
+        assert!(err("=1", "").contains("has no name"));
+        assert!(err("bad name=1", "").contains("bad tag name \"bad name\""));
+        assert!(err("", r#"{"a":{"b":1}}"#).contains("nested JSON in a"));
+        assert!(err("", r#"{"a":[1]}"#).contains("nested JSON in a"));
+        assert!(err("", r#"{"a":1"#).contains("bad JSON at byte 6"));
+        assert!(err("", r#"{"a":01}"#).contains("bad JSON"));
+        assert!(err("", r#"{"a":"\ud800"}"#).contains("surrogate"));
+        assert!(err("", r#"{"a":"x\u0000"}"#).contains("control character"));
+        assert!(err("", "{\"a\":\"x\ty\"}").contains("control character"));
+        assert!(err("", r#"{"a":1} x"#).contains("end of the body"));
+        let long = format!("a={}", "x".repeat(257));
+        assert!(err(&long, "").contains("value of a is over 256 bytes"));
+        let many: Vec<String> = (0..65).map(|i| format!("t{i}=1")).collect();
+        assert!(err(&many.join("&"), "").contains("over 64 tags"));
+        // Exactly 64 tags are fine, and repeats do not count twice.
+        let ok: Vec<String> = (0..64).map(|i| format!("t{i}=1")).collect();
+        assert!(parse(&ok.join("&"), "t0=2").is_ok());
+    }
+
+    #[test]
+    fn invalid_utf8_in_a_form_body() {
+        let e = Params::parse(None, b"a=\xff").unwrap_err();
+        assert_eq!(e.http, 400);
+        assert!(e.info.contains("not valid UTF-8"));
+        let e = Params::parse(None, b"{\"a\":\"\xff\"}").unwrap_err();
+        assert!(e.info.contains("not valid UTF-8"));
+    }
+}

@@ -1,0 +1,349 @@
+//! The record of a ping: what it asked, how every target was judged, and
+//! what became of the reservation. One `Records` store lives in each shard of
+//! the table, next to the reservations it describes, so a ping writes both
+//! under one lock.
+//!
+//! A store keeps records `record_retention_secs` and at most its share of
+//! `max_records`, oldest first. A record whose reservation or call is still
+//! live is never dropped: the reservation's terms live in it.
+
+use std::collections::VecDeque;
+
+use ahash::AHashMap;
+use serde_json::{Map, Value, json};
+
+use crate::clock::rfc3339;
+use crate::ids;
+use crate::phone::{Dial, Phone};
+use crate::status::{Detailed, Info, Status};
+use crate::sym::Sym;
+
+/// One step of a ping's story.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    pub at_ms: u64,
+    pub target: Option<Sym>,
+    pub status: Detailed,
+    pub info: Info,
+}
+
+/// How a call ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CallEnd {
+    pub at_ms: u64,
+    pub duration_secs: u32,
+    pub converted: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct Record {
+    pub created_ms: u64,
+    /// When the reservation expires (0 when nothing was reserved).
+    pub expires_ms: u64,
+    pub caller: Phone,
+    pub key: Sym,
+    pub campaign: Sym,
+    pub publisher: Box<str>,
+    /// The status as last written. A reservation past its time is expired
+    /// without being rewritten: see [`Record::status_at`].
+    pub status: Status,
+    pub target: Option<Sym>,
+    pub transfer: Option<Dial>,
+    pub inbound: Option<Phone>,
+    /// Thousandths of a dollar.
+    pub payout_milli: u64,
+    pub seconds: u32,
+    pub end: Option<CallEnd>,
+    pub tags: Tags,
+    /// Every step so far; for a ping that reserved nothing, the last step
+    /// says why.
+    pub flow: Vec<Event>,
+}
+
+impl Record {
+    /// The status at `now_ms`. Expiry is derived from the time rather than
+    /// written, so expiring a reservation never has to touch its record.
+    pub fn status_at(&self, now_ms: u64) -> Status {
+        if self.status.is_reservation() && self.expires_ms <= now_ms { Status::Expired } else { self.status }
+    }
+
+    /// A reservation or call that is still live, or a ping still in flight:
+    /// never dropped from the store.
+    pub fn is_pinned(&self, now_ms: u64) -> bool {
+        match self.status_at(now_ms) {
+            Status::Processing | Status::Reserved | Status::Confirmed => true,
+            Status::Claimed => self.end.is_none(),
+            _ => false,
+        }
+    }
+
+    /// Why nothing is reserved: the detailed status and info of the last
+    /// step, for a record that is `no-target` or `rejected`.
+    pub fn verdict(&self) -> Option<(Detailed, &Info)> {
+        match self.status {
+            Status::NoTarget | Status::Rejected => self.flow.last().map(|e| (e.status, &e.info)),
+            _ => None,
+        }
+    }
+
+    pub fn push(&mut self, at_ms: u64, target: Option<Sym>, status: Detailed, info: Info) {
+        self.flow.push(Event { at_ms, target, status, info });
+    }
+
+    /// The whole record at `now_ms`, as `/call_reservations/{uuid}` shows it.
+    pub fn to_json(&self, uuid: u128, now_ms: u64) -> Value {
+        let money = |milli: u64| json!(milli as f64 / 1000.0);
+        let tags: Map<String, Value> =
+            self.tags.iter().map(|(k, v)| (k.to_owned(), Value::from(v))).collect();
+        let status = self.status_at(now_ms);
+        let event = |e: &Event| {
+            json!({
+                "at": rfc3339(e.at_ms),
+                "target_id": e.target.map(Sym::as_str),
+                "status": e.status.as_str(),
+                "info": e.info.as_str(),
+            })
+        };
+        let mut flow: Vec<Value> = self.flow.iter().map(event).collect();
+        if status == Status::Expired && self.status != Status::Expired {
+            flow.push(event(&Event {
+                at_ms: self.expires_ms,
+                target: self.target,
+                status: Detailed::Expired,
+                info: Info::None,
+            }));
+        }
+        let reserved = self.target.is_some();
+        let mut out = json!({
+            "uuid": uuid::Uuid::from_u128(uuid).to_string(),
+            "status": status.as_str(),
+            "key": self.key.as_str(),
+            "campaign_id": self.campaign.as_str(),
+            "publisher_id": self.publisher.as_ref(),
+            "caller_number": self.caller.to_string(),
+            "tags": tags,
+            "created_at": rfc3339(self.created_ms),
+            "expires_at": (self.expires_ms > 0).then(|| rfc3339(self.expires_ms)),
+            "target_id": self.target.map(Sym::as_str),
+            "transfer_number": self.transfer.as_ref().map(ToString::to_string),
+            "retreaver_payout": if reserved { money(self.payout_milli) } else { Value::Null },
+            "retreaver_seconds": if reserved { json!(self.seconds) } else { Value::Null },
+            "inbound_number": self.inbound.map(|p| p.to_string()),
+            "converted": self.end.map(|e| e.converted),
+            "duration_secs": self.end.map(|e| e.duration_secs),
+            "call_flow": flow,
+            "fired_pixels": [],
+        });
+        if let Some((reason, info)) = self.verdict() {
+            out["reason"] = json!(reason.as_str());
+            out["info"] = json!(info.as_str());
+        }
+        out
+    }
+}
+
+/// A ping's tags, packed into one allocation as `name\0value\0…`. Request
+/// parsing rejects control characters, so NUL never occurs inside a tag.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tags(Box<str>);
+
+impl Tags {
+    pub fn new<'a>(tags: impl Iterator<Item = (&'a str, &'a str)>) -> Tags {
+        let mut packed = String::new();
+        for (name, value) in tags {
+            packed.push_str(name);
+            packed.push('\0');
+            packed.push_str(value);
+            packed.push('\0');
+        }
+        Tags(packed.into_boxed_str())
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        let mut parts = self.0.split_terminator('\0');
+        std::iter::from_fn(move || Some((parts.next()?, parts.next()?)))
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
+    }
+}
+
+/// The records of one shard: a ring in creation order, indexed by the
+/// sequence number every uuid carries (see `ids`).
+///
+/// Written by hand because it is on every ping: adding a record appends to
+/// the ring and dropping the oldest pops its front, both sequential, where a
+/// hash map would cost a random memory access for each. A record still live
+/// when its turn to go comes moves to `survivors` until it ends.
+#[derive(Default)]
+pub struct Records {
+    ring: VecDeque<(u128, Record)>,
+    /// Sequence number of `ring[0]`.
+    base: u64,
+    /// Records that were live when their turn to go came.
+    survivors: AHashMap<u128, Record>,
+}
+
+impl Records {
+    /// Records kept, in the ring and among the survivors.
+    pub fn len(&self) -> usize {
+        self.ring.len() + self.survivors.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The sequence number the next record must carry in its uuid.
+    pub fn next_seq(&self) -> u64 {
+        self.base + self.ring.len() as u64
+    }
+
+    /// Where `uuid`'s record is in the ring, if it is there.
+    fn offset(&self, uuid: u128) -> Option<usize> {
+        let offset = usize::try_from(ids::seq_of(uuid).checked_sub(self.base)?).ok()?;
+        (self.ring.get(offset)?.0 == uuid).then_some(offset)
+    }
+
+    pub fn get(&self, uuid: u128) -> Option<&Record> {
+        match self.offset(uuid) {
+            Some(offset) => self.ring.get(offset).map(|(_, r)| r),
+            None => self.survivors.get(&uuid),
+        }
+    }
+
+    pub fn get_mut(&mut self, uuid: u128) -> Option<&mut Record> {
+        match self.offset(uuid) {
+            Some(offset) => self.ring.get_mut(offset).map(|(_, r)| r),
+            None => self.survivors.get_mut(&uuid),
+        }
+    }
+
+    /// Adds a record. Its uuid carries [`Records::next_seq`]; one that does
+    /// not (a record restored from elsewhere) is kept as a survivor.
+    pub fn insert(&mut self, uuid: u128, record: Record) {
+        if ids::seq_of(uuid) == self.next_seq() {
+            self.ring.push_back((uuid, record));
+        } else {
+            self.survivors.insert(uuid, record);
+        }
+    }
+
+    /// Drops the oldest records while there are more than `max` or they are
+    /// older than `retention_ms`. Each record passes the front once, so this
+    /// is O(1) per record however many are live.
+    pub fn evict(&mut self, now_ms: u64, retention_ms: u64, max: usize) {
+        while let Some((_, front)) = self.ring.front() {
+            let due = self.len() > max || front.created_ms.saturating_add(retention_ms) <= now_ms;
+            if !due {
+                break;
+            }
+            let Some((uuid, record)) = self.ring.pop_front() else { break };
+            self.base += 1;
+            if record.is_pinned(now_ms) {
+                self.survivors.insert(uuid, record);
+            }
+        }
+    }
+
+    /// Drops survivors that have ended, when past retention or over `max`.
+    pub fn evict_survivors(&mut self, now_ms: u64, retention_ms: u64, max: usize) {
+        if self.survivors.is_empty() {
+            return;
+        }
+        let mut over = self.len().saturating_sub(max);
+        self.survivors.retain(|_, r| {
+            let keep =
+                r.is_pinned(now_ms) || (over == 0 && r.created_ms.saturating_add(retention_ms) > now_ms);
+            if !keep {
+                over = over.saturating_sub(1);
+            }
+            keep
+        });
+    }
+
+    /// Every record, for snapshots and stats.
+    pub fn iter(&self) -> impl Iterator<Item = (u128, &Record)> {
+        let ring = self.ring.iter().map(|(u, r)| (*u, r));
+        ring.chain(self.survivors.iter().map(|(&u, r)| (u, r)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(created_ms: u64, status: Status) -> Record {
+        Record {
+            created_ms,
+            expires_ms: if status.is_reservation() { u64::MAX } else { 0 },
+            caller: Phone::parse("+18005550100").unwrap(),
+            key: Sym::intern("k"),
+            campaign: Sym::intern("c"),
+            publisher: "p".into(),
+            status,
+            target: None,
+            transfer: None,
+            inbound: None,
+            payout_milli: 0,
+            seconds: 0,
+            end: None,
+            tags: Tags::default(),
+            flow: Vec::new(),
+        }
+    }
+
+    fn add(store: &mut Records, created_ms: u64, status: Status) -> u128 {
+        let uuid = ids::new_uuid(0, store.next_seq());
+        store.insert(uuid, record(created_ms, status));
+        uuid
+    }
+
+    #[test]
+    fn oldest_go_first_but_live_ones_stay() {
+        let mut store = Records::default();
+        let live = add(&mut store, 10, Status::Reserved);
+        let a = add(&mut store, 20, Status::NoTarget);
+        let b = add(&mut store, 30, Status::NoTarget);
+        assert!(store.get(a).is_some());
+        // Over the bound of 2: the oldest is live, so it survives and the
+        // next oldest goes.
+        store.evict(40, 1_000, 2);
+        assert_eq!(store.len(), 2);
+        assert!(store.get(a).is_none());
+        assert!(store.get(live).is_some() && store.get(b).is_some());
+        // Past retention: b goes, the live one stays.
+        store.evict(2_000, 1_000, 10);
+        store.evict_survivors(2_000, 1_000, 10);
+        assert!(store.get(b).is_none());
+        assert_eq!(store.get(live).map(|r| r.created_ms), Some(10));
+        // Once it has expired it goes too.
+        store.get_mut(live).unwrap().expires_ms = 1_500;
+        store.evict_survivors(2_000, 1_000, 10);
+        assert!(store.is_empty());
+    }
+
+    #[test]
+    fn a_uuid_finds_only_its_own_record() {
+        let mut store = Records::default();
+        let a = add(&mut store, 1, Status::NoTarget);
+        // Same place, other random bits: not the same record.
+        let forged = a ^ (1 << 100);
+        assert!(store.get(forged).is_none());
+        assert!(store.get(ids::new_uuid(0, 7)).is_none());
+        assert!(store.get(a).is_some());
+    }
+
+    #[test]
+    fn tags_pack_and_unpack() {
+        let tags = Tags::new([("caller_zip", "10001"), ("empty", ""), ("state", "NY")].into_iter());
+        assert_eq!(
+            tags.iter().collect::<Vec<_>>(),
+            vec![("caller_zip", "10001"), ("empty", ""), ("state", "NY")]
+        );
+        assert_eq!(tags.get("state"), Some("NY"));
+        assert_eq!(tags.get("nope"), None);
+        assert_eq!(Tags::default().iter().count(), 0);
+    }
+}

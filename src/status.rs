@@ -1,0 +1,143 @@
+//! The statuses of the contract: what a record is now, and the detailed
+//! statuses that explain each step of a ping (`reason`, `call_flow`).
+
+use std::borrow::Cow;
+
+/// What a ping's record is now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// Waiting on buyers' webhooks.
+    Processing,
+    Reserved,
+    Confirmed,
+    /// The call arrived; it stays `claimed` after it ends.
+    Claimed,
+    Expired,
+    NoTarget,
+    Rejected,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Processing => "considering_targets.single",
+            Status::Reserved => "reserved",
+            Status::Confirmed => "confirmed",
+            Status::Claimed => "claimed",
+            Status::Expired => "expired",
+            Status::NoTarget => "no-target",
+            Status::Rejected => "rejected",
+        }
+    }
+
+    /// A live reservation: holds a target for its caller until it expires.
+    pub fn is_reservation(self) -> bool {
+        matches!(self, Status::Reserved | Status::Confirmed)
+    }
+}
+
+/// A detailed status: why a target was passed over, or a lifecycle step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Detailed {
+    TargetsPaused,
+    TargetsClosed,
+    TargetDisqualified,
+    TargetDisqualifiedByCap,
+    TargetSimulcapped,
+    TargetsDuplicateDeprioritized,
+    UndialableExpression,
+    Rejected,
+    ConsideringTargetsSingle,
+    Reserved,
+    Confirmed,
+    Claimed,
+    Expired,
+    Ended,
+    NoTarget,
+}
+
+impl Detailed {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Detailed::TargetsPaused => "targets_paused",
+            Detailed::TargetsClosed => "targets_closed",
+            Detailed::TargetDisqualified => "target_disqualified",
+            Detailed::TargetDisqualifiedByCap => "target_disqualified_by_cap",
+            Detailed::TargetSimulcapped => "target_simulcapped",
+            Detailed::TargetsDuplicateDeprioritized => "targets_duplicate_deprioritized",
+            Detailed::UndialableExpression => "undialable_expression",
+            Detailed::Rejected => "rejected",
+            Detailed::ConsideringTargetsSingle => "considering_targets.single",
+            Detailed::Reserved => "reserved",
+            Detailed::Confirmed => "confirmed",
+            Detailed::Claimed => "claimed",
+            Detailed::Expired => "expired",
+            Detailed::Ended => "ended",
+            Detailed::NoTarget => "no-target",
+        }
+    }
+
+    /// The sentence a publisher reads when every target was passed over for
+    /// this reason.
+    pub fn summary(self) -> &'static str {
+        match self {
+            Detailed::TargetsPaused => "every target is paused",
+            Detailed::TargetsClosed => "every target is outside its business hours",
+            Detailed::TargetDisqualified => "no target accepts this caller",
+            Detailed::TargetDisqualifiedByCap => "every target has reached a cap",
+            Detailed::TargetSimulcapped => "every target is at its concurrency cap",
+            Detailed::TargetsDuplicateDeprioritized => "this caller already reached every target",
+            Detailed::UndialableExpression => "no target has a number that can be dialled",
+            Detailed::Rejected => UNPRICEABLE,
+            Detailed::NoTarget => "the campaign has no targets",
+            _ => "no target is available",
+        }
+    }
+}
+
+/// The info of a ping no criteria can price.
+pub const UNPRICEABLE: &str = "Unable to determine payout until the call converts";
+
+/// A sentence for a person, usually fixed.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub enum Info {
+    #[default]
+    None,
+    Static(&'static str),
+    Text(Box<str>),
+}
+
+impl Info {
+    pub fn as_str(&self) -> &str {
+        match self {
+            Info::None => "",
+            Info::Static(s) => s,
+            Info::Text(s) => s,
+        }
+    }
+
+    pub fn is_none(&self) -> bool {
+        matches!(self, Info::None)
+    }
+}
+
+impl From<&'static str> for Info {
+    fn from(s: &'static str) -> Info {
+        Info::Static(s)
+    }
+}
+
+impl From<String> for Info {
+    fn from(s: String) -> Info {
+        Info::Text(s.into_boxed_str())
+    }
+}
+
+impl From<Cow<'static, str>> for Info {
+    fn from(s: Cow<'static, str>) -> Info {
+        match s {
+            Cow::Borrowed(s) => Info::Static(s),
+            Cow::Owned(s) => s.into(),
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! The sharded reservation table: live reservations by caller number, every
+//! ping's record by uuid, and the timing wheel that expires reservations.
+//!
+//! The table is an array of 64 locks, each guarding one [`Shard`]. A caller
+//! number always hashes to the same shard, and the low 6 bits of every uuid
+//! the engine hands out name the shard of its caller, so a ping (by caller)
+//! and a confirm, claim or call end (by uuid) each take exactly one lock. A
+//! shard holds 1/64 of the table, so a snapshot that copies it shard by shard
+//! never stops pings for longer than one shard's copy.
+//!
+//! Inside a shard, the data a ping touches is kept apart from the data it
+//! rarely needs:
+//! - `live`: caller → that caller's live reservations (and pings in flight),
+//!   each with its terms. Small (a TTL's worth of reservations), so it stays
+//!   in cache; the Ping Shield's echo and a call's claim read only this.
+//! - `records`: uuid → the full record of every ping, kept for retention.
+//! - `last`: (caller, inbound number) → the newest reservation, so a call
+//!   that finds no live reservation can still be told it `expired`.
+//!
+//! Why `parking_lot::Mutex` and not a `tokio::sync::Mutex`: no lock is ever
+//! held across an `.await`, and the critical sections are a few hash-map
+//! operations, so a blocking lock is both correct and faster.
+
+use ahash::AHashMap;
+use crossbeam::utils::CachePadded;
+use parking_lot::{Mutex, MutexGuard};
+use smallvec::SmallVec;
+
+use crate::ids;
+use crate::phone::Phone;
+use crate::records::{Record, Records};
+use crate::status::Status;
+use crate::sym::Sym;
+use crate::wheel::Wheel;
+
+/// Number of shards: as many as the shard bits of a uuid can name.
+pub const SHARDS: usize = 1 << ids::SHARD_BITS;
+
+/// Which earlier reservations a new ping collides with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Reservations made on the same RTB key.
+    Key(Sym),
+    /// Reservations made on any key of the same campaign.
+    Campaign(Sym),
+}
+
+/// A live reservation (or a ping still in flight) and its terms.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Live {
+    pub uuid: u128,
+    pub key: Sym,
+    pub campaign: Sym,
+    /// `Processing`, `Reserved` or `Confirmed`.
+    pub status: Status,
+    pub expires_ms: u64,
+    /// The chosen target (`None` while in flight).
+    pub target: Option<Sym>,
+    pub inbound: Option<Phone>,
+    /// Thousandths of a dollar.
+    pub payout_milli: u64,
+    pub seconds: u32,
+    /// When the reservation was counted into its target's caps.
+    pub counted_ms: Option<u64>,
+}
+
+impl Live {
+    fn in_scope(&self, scope: Scope) -> bool {
+        match scope {
+            Scope::Key(k) => self.key == k,
+            Scope::Campaign(c) => self.campaign == c,
+        }
+    }
+
+    /// True while it holds its target: in flight, or not yet expired.
+    pub fn is_live(&self, now_ms: u64) -> bool {
+        self.status == Status::Processing || self.expires_ms > now_ms
+    }
+}
+
+pub struct Table {
+    shards: Box<[CachePadded<Mutex<Shard>>]>,
+}
+
+impl Table {
+    /// An empty table whose wheels start at `now_ms`.
+    pub fn new(now_ms: u64) -> Table {
+        let shards = (0..SHARDS).map(|_| CachePadded::new(Mutex::new(Shard::new(now_ms)))).collect();
+        Table { shards }
+    }
+
+    /// The shard of a caller number. A fixed multiplicative hash, not a
+    /// seeded one: uuids carry their shard, so the mapping must not change
+    /// across restarts. The maps inside a shard use random seeds.
+    #[inline]
+    pub fn shard_of_caller(caller: Phone) -> usize {
+        (caller.digits().wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) as usize
+    }
+
+    /// The shard a uuid was issued from.
+    #[inline]
+    pub fn shard_of_uuid(uuid: u128) -> usize {
+        ids::shard_of(uuid)
+    }
+
+    #[inline]
+    pub fn lock(&self, shard: usize) -> MutexGuard<'_, Shard> {
+        self.shards[shard % SHARDS].lock()
+    }
+
+    /// Every shard in turn (for the expiry tick, stats and snapshots).
+    pub fn shards(&self) -> impl Iterator<Item = &Mutex<Shard>> {
+        self.shards.iter().map(|s| &**s)
+    }
+}
+
+pub struct Shard {
+    live: AHashMap<u64, SmallVec<[Live; 1]>>,
+    pub records: Records,
+    last: AHashMap<(u64, u64), u128>,
+    /// (caller digits, uuid halves) by expiry time.
+    wheel: Wheel<[u64; 3]>,
+}
+
+impl Shard {
+    fn new(now_ms: u64) -> Shard {
+        Shard {
+            live: AHashMap::new(),
+            records: Records::default(),
+            last: AHashMap::new(),
+            wheel: Wheel::new(now_ms),
+        }
+    }
+
+    /// The caller's live reservation or ping in flight in `scope`.
+    #[inline]
+    pub fn find_live(&self, caller: Phone, scope: Scope, now_ms: u64) -> Option<&Live> {
+        self.live.get(&caller.digits())?.iter().find(|l| l.in_scope(scope) && l.is_live(now_ms))
+    }
+
+    /// The caller's reservation on `inbound`, live or past its time but not
+    /// yet expired by the tick.
+    pub fn find_for_call(&self, caller: Phone, inbound: Phone) -> Option<&Live> {
+        self.live
+            .get(&caller.digits())?
+            .iter()
+            .find(|l| l.status.is_reservation() && l.inbound == Some(inbound))
+    }
+
+    /// A live entry by caller and uuid.
+    pub fn live_mut(&mut self, caller: Phone, uuid: u128) -> Option<&mut Live> {
+        self.live.get_mut(&caller.digits())?.iter_mut().find(|l| l.uuid == uuid)
+    }
+
+    /// Sets the status of a live reservation and of its record together.
+    pub fn mark(&mut self, caller: Phone, uuid: u128, status: Status) {
+        if let Some(live) = self.live_mut(caller, uuid) {
+            live.status = status;
+        }
+        if let Some(record) = self.records.get_mut(uuid) {
+            record.status = status;
+        }
+    }
+
+    /// Adds a live reservation or ping in flight; a reservation is scheduled
+    /// for expiry and remembered for the dead line.
+    pub fn add_live(&mut self, caller: Phone, live: Live) {
+        if live.status.is_reservation() {
+            self.schedule(caller, live.uuid, live.expires_ms);
+            if let Some(inbound) = live.inbound {
+                self.last.insert((caller.digits(), inbound.digits()), live.uuid);
+            }
+        }
+        self.live.entry(caller.digits()).or_default().push(live);
+    }
+
+    /// Schedules an expiry check of `uuid` at `at_ms`.
+    pub fn schedule(&mut self, caller: Phone, uuid: u128, at_ms: u64) {
+        self.wheel.insert(at_ms, [caller.digits(), (uuid >> 64) as u64, uuid as u64]);
+    }
+
+    /// Removes a live entry: the reservation was claimed, expired or
+    /// released, or the ping in flight has finished.
+    pub fn take_live(&mut self, caller: Phone, uuid: u128) -> Option<Live> {
+        let entries = self.live.get_mut(&caller.digits())?;
+        let i = entries.iter().position(|l| l.uuid == uuid)?;
+        let live = entries.swap_remove(i);
+        if entries.is_empty() {
+            self.live.remove(&caller.digits());
+        }
+        Some(live)
+    }
+
+    /// The newest reservation of `caller` on `inbound`, live or not, while
+    /// its record is kept.
+    pub fn last_reservation(&self, caller: Phone, inbound: Phone) -> Option<u128> {
+        self.last.get(&(caller.digits(), inbound.digits())).copied()
+    }
+
+    /// The (caller, uuid) pairs whose expiry time has come.
+    pub fn due(&mut self, now_ms: u64, due: &mut Vec<(Phone, u128)>) {
+        let mut items = Vec::new();
+        self.wheel.advance(now_ms, &mut items);
+        due.extend(items.into_iter().filter_map(|[caller, hi, lo]| {
+            Some((Phone::from_digits(caller)?, (u128::from(hi) << 64) | u128::from(lo)))
+        }));
+    }
+
+    /// Drops records past retention or over `max` (survivors too when
+    /// `survivors` is set: the tick does that, a ping does not).
+    pub fn evict(&mut self, now_ms: u64, retention_ms: u64, max: usize, survivors: bool) {
+        self.records.evict(now_ms, retention_ms, max);
+        if survivors {
+            self.records.evict_survivors(now_ms, retention_ms, max);
+        }
+        // `last` points at records; drop what points at dropped ones now and
+        // then, in one sequential sweep, rather than on every eviction.
+        if self.last.len() > 2 * self.records.len() + 1024 {
+            let records = &self.records;
+            self.last.retain(|_, uuid| records.get(*uuid).is_some());
+        }
+    }
+
+    /// A fresh uuid for a new record of this shard.
+    pub fn new_uuid(&self, shard: usize) -> u128 {
+        ids::new_uuid(shard, self.records.next_seq())
+    }
+
+    /// Adds the record made with the last [`Shard::new_uuid`].
+    pub fn add_record(&mut self, uuid: u128, record: Record) {
+        self.records.insert(uuid, record);
+    }
+
+    /// Live reservations and pings in flight.
+    pub fn live_count(&self) -> usize {
+        self.live.values().map(|v| v.len()).sum()
+    }
+
+    /// Every live entry, with its caller.
+    pub fn live(&self) -> impl Iterator<Item = (u64, &Live)> {
+        self.live.iter().flat_map(|(&caller, entries)| entries.iter().map(move |l| (caller, l)))
+    }
+
+    /// Entries waiting in the expiry wheel.
+    pub fn scheduled(&self) -> usize {
+        self.wheel.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn callers_spread_over_shards() {
+        let mut counts = [0usize; SHARDS];
+        for n in 0..64_000u64 {
+            let phone = Phone::from_digits(18_005_550_000 + n).unwrap();
+            counts[Table::shard_of_caller(phone)] += 1;
+        }
+        // Sequential numbers must not pile into a few shards.
+        assert!(counts.iter().all(|&c| (500..1_500).contains(&c)), "{counts:?}");
+    }
+}

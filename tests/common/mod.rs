@@ -1,0 +1,151 @@
+//! A real rtbd on 127.0.0.1:0 with a manual clock, and a real HTTP client.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use rtbd::clock::ManualClock;
+use rtbd::config;
+use rtbd::server::{Options, Server};
+use serde_json::Value;
+
+/// 2024-05-29T16:16:03.246Z: a ping now with a 15 s TTL expires at the
+/// contract's example time, 16:16:18.246Z.
+pub const T0: u64 = 1_716_999_363_246;
+pub const KEY: &str = "1915260e-da0c-4443-a35b-8fb9d9843e42";
+pub const ADMIN: &str = "admin-secret";
+pub const SWITCH: &str = "switch-secret";
+
+/// The config most tests use: one campaign, one static target.
+pub fn basic_config() -> String {
+    format!(
+        r#"
+[server]
+admin_token = "{ADMIN}"
+switch_token = "{SWITCH}"
+
+[[campaigns]]
+id = "home"
+tracking_numbers = ["+18444021146"]
+
+[[campaigns.rtb_keys]]
+key = "{KEY}"
+
+[[campaigns.conversion_criteria]]
+publisher_id = "*"
+payout = 1.173
+duration_secs = 95
+
+[[campaigns.targets]]
+id = "t1"
+number = "+18005550100"
+"#
+    )
+}
+
+pub struct TestServer {
+    pub server: Server,
+    pub clock: ManualClock,
+    pub base: String,
+    pub client: reqwest::Client,
+}
+
+impl TestServer {
+    pub async fn start(config_text: &str) -> TestServer {
+        TestServer::start_at(config_text, T0).await
+    }
+
+    pub async fn start_at(config_text: &str, now_ms: u64) -> TestServer {
+        let routing = config::parse_with_env(config_text, "test.toml", |_| None)
+            .unwrap_or_else(|e| panic!("test config: {e}"));
+        let clock = ManualClock::new(now_ms);
+        // No background tick: tests move the clock and tick themselves.
+        let options =
+            Options { listen: Some("127.0.0.1:0".parse().unwrap()), clock: clock.clock(), tick: None };
+        let server = Server::start(routing, options).await.expect("start");
+        let base = format!("http://{}", server.addr());
+        let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
+        TestServer { server, clock, base, client }
+    }
+
+    /// Moves the clock and runs the expiry tick at once, so tests never wait.
+    pub fn advance(&self, by: Duration) {
+        self.clock.advance(by);
+        self.server.engine().tick();
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// `POST /rtbs.json?{query}`.
+    pub async fn ping(&self, query: &str) -> (u16, Value) {
+        let response = self.client.post(self.url(&format!("/rtbs.json?{query}"))).send().await.unwrap();
+        read(response).await
+    }
+
+    /// A ping on KEY for `caller` by publisher `pub1`.
+    pub async fn ping_caller(&self, caller: &str) -> (u16, Value) {
+        self.ping(&format!("key={KEY}&publisher_id=pub1&caller_number={caller}")).await
+    }
+
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<(&str, String)>,
+    ) -> (u16, Value) {
+        let mut request = self.client.request(method, self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some((content_type, body)) = body {
+            request = request.header("content-type", content_type).body(body);
+        }
+        read(request.send().await.unwrap()).await
+    }
+
+    pub async fn confirm(&self, uuid: &str) -> (u16, Value) {
+        self.send(reqwest::Method::PUT, &format!("/rtbs/{uuid}.json?key={KEY}&status=confirmed"), None, None)
+            .await
+    }
+
+    pub async fn call(&self, caller: &str, inbound: &str) -> (u16, Value) {
+        let path = format!("/calls?caller_number={}&inbound_number={}", enc(caller), enc(inbound));
+        self.send(reqwest::Method::POST, &path, Some(SWITCH), None).await
+    }
+
+    pub async fn end(&self, uuid: &str, duration: u32) -> (u16, Value) {
+        let path = format!("/calls/{uuid}/end?duration_secs={duration}");
+        self.send(reqwest::Method::POST, &path, Some(SWITCH), None).await
+    }
+
+    pub async fn record(&self, uuid: &str) -> (u16, Value) {
+        self.send(reqwest::Method::GET, &format!("/call_reservations/{uuid}"), Some(ADMIN), None).await
+    }
+}
+
+pub async fn read(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, value)
+}
+
+/// Percent-encodes a query value.
+pub fn enc(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The statuses of a record's call_flow, in order.
+pub fn flow_statuses(record: &Value) -> Vec<String> {
+    record["call_flow"].as_array().unwrap().iter().map(|e| e["status"].as_str().unwrap().to_owned()).collect()
+}
