@@ -117,7 +117,7 @@ fn put_digits(dst: &mut [u8], mut value: u32) {
 
 /// Converts days since 1970-01-01 to a (year, month, day) in the proleptic
 /// Gregorian calendar, counting in 400-year eras of 146,097 days.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
+pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097); // day of era, 0..=146_096

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use arc_swap::{ArcSwap, Guard};
 
+use crate::caps::{Full, Limits, Windows};
 use crate::clock::Clock;
 use crate::config::Routing;
 use crate::error::Rejection;
@@ -15,9 +16,12 @@ use crate::params::Params;
 use crate::phone::{Dial, Phone, PhoneError};
 use crate::records::{CallEnd, Record, Tags};
 use crate::route::{self, Routed};
+use crate::state::States;
+use crate::stats::{self, Field, Tally};
 use crate::status::{Detailed, Info, Status};
 use crate::sym::Sym;
 use crate::table::{Live, SHARDS, Scope, Shard, Table};
+use crate::zone::Zone;
 
 /// The terms of a reservation, as a publisher sees them.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -80,18 +84,33 @@ pub struct Engine {
     routing: ArcSwap<Routing>,
     table: Table,
     clock: Clock,
+    states: States,
 }
 
 /// Info of the dead line: a call that matches no reservation.
 pub const DEAD_LINE: &str = "no reservation for this caller on this number";
 
+/// The answer to `POST /calls`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CallAnswer {
+    Claimed(Claim),
+    /// The reservation was never counted into caps, and now they are full:
+    /// the call cannot go to its target and the reservation is released.
+    Capped {
+        uuid: u128,
+        reason: Detailed,
+        info: Info,
+    },
+}
+
 impl Engine {
-    pub fn new(routing: Routing, clock: Clock) -> Engine {
+    pub fn new(mut routing: Routing, clock: Clock) -> Engine {
         let now = clock.now_ms();
-        let mut routing = routing;
+        let states = States::default();
+        routing.attach(&states);
         routing.version = 1;
         routing.loaded_at_ms = now;
-        Engine { routing: ArcSwap::from_pointee(routing), table: Table::new(now), clock }
+        Engine { routing: ArcSwap::from_pointee(routing), table: Table::new(now), clock, states }
     }
 
     /// The routing config now. A ping holds it from start to end.
@@ -107,6 +126,11 @@ impl Engine {
 
     pub fn table(&self) -> &Table {
         &self.table
+    }
+
+    /// Counters and tallies by key, target and publisher.
+    pub fn states(&self) -> &States {
+        &self.states
     }
 
     /// `POST /rtbs.json`: finds a buyer for a caller and reserves it.
@@ -148,6 +172,11 @@ impl Engine {
             None => rtb_key.inbound_number,
         };
 
+        let publisher_index = self.states.publishers.index(publisher);
+        let publisher_tally = self.states.publishers.tally(publisher_index);
+        rtb_key.state.tally.bump(Field::Pings);
+        publisher_tally.bump(Field::Pings);
+
         let now = self.clock.now_ms();
         let shard_index = Table::shard_of_caller(caller);
         let mut shard = self.table.lock(shard_index);
@@ -164,7 +193,15 @@ impl Engine {
         // Route, then record what happened.
         let uuid = shard.new_uuid(shard_index);
         let mut flow = Vec::new();
-        let routed = route::route(campaign, &route::Ping { publisher, now_ms: now }, &mut flow);
+        let ping = route::Ping {
+            publisher,
+            caller,
+            params,
+            now_ms: now,
+            history: shard.history(caller),
+            count_caps: rtb_key.add_to_caps_on_reserved,
+        };
+        let routed = route::route(campaign, &ping, &mut flow);
         let mut record = Record {
             created_ms: now,
             expires_ms: 0,
@@ -185,27 +222,31 @@ impl Engine {
         let inbound = inbound.or_else(|| campaign.next_tracking_number());
         let answer = match (routed, inbound) {
             (Routed::Winner(winner), Some(inbound)) => {
-                let target = campaign.targets[winner.target].id;
+                let target = &campaign.targets[winner.target];
                 let live = Live {
                     uuid,
                     key: rtb_key.id,
                     campaign: campaign.id,
                     status: Status::Reserved,
                     expires_ms: now + rtb_key.ttl_ms,
-                    target: Some(target),
+                    target: Some(target.id),
                     inbound: Some(inbound),
                     payout_milli: winner.price.payout_milli,
                     seconds: winner.price.seconds,
-                    counted_ms: None,
+                    counted_ms: winner.counted_ms,
+                    publisher: publisher_index,
                 };
                 record.status = Status::Reserved;
                 record.expires_ms = live.expires_ms;
-                record.target = Some(target);
+                record.target = Some(target.id);
                 record.transfer = Some(winner.transfer);
                 record.inbound = Some(inbound);
                 record.payout_milli = live.payout_milli;
                 record.seconds = live.seconds;
-                record.push(now, Some(target), Detailed::Reserved, Info::None);
+                record.push(now, Some(target.id), Detailed::Reserved, Info::None);
+                rtb_key.state.tally.bump(Field::Reserved);
+                publisher_tally.bump(Field::Reserved);
+                target.state.tally.bump(Field::Reserved);
                 let answer = Answer::Reservation(terms(&live, false));
                 shard.add_live(caller, live);
                 answer
@@ -226,7 +267,9 @@ impl Engine {
     }
 
     /// Confirms a reservation: `PUT /rtbs/{uuid}.json`, or a ping with
-    /// `status=confirmed`.
+    /// `status=confirmed`. Confirming counts the reservation into its
+    /// target's caps, atomically; if they are full the reservation is
+    /// released.
     pub fn confirm(&self, routing: &Routing, key: &str, which: Confirming) -> Result<Answer, Rejection> {
         let (_, rtb_key) = routing.key(key).ok_or_else(|| Rejection::not_found("unknown key"))?;
         let now = self.clock.now_ms();
@@ -248,21 +291,43 @@ impl Engine {
         }
         let caller = record.caller;
         let shard = &mut *shard;
-        let state = shard.live_mut(caller, uuid).map(|live| (live.status, live.is_live(now)));
+        let state = shard.live_mut(caller, uuid).map(|l| (l.status, l.is_live(now), l.counted_ms, l.target));
         match state {
-            Some((Status::Processing, _)) => return Ok(Answer::Processing { uuid }),
-            Some((status, true)) => {
+            Some((Status::Processing, ..)) => return Ok(Answer::Processing { uuid }),
+            Some((status, true, counted, target)) => {
                 if status == Status::Reserved {
+                    if counted.is_none()
+                        && let Some(target) = target
+                        && let Err(full) = self.count(routing, target, now)
+                    {
+                        self.release(shard, caller, uuid, now, target, full);
+                        return Ok(Answer::Nothing {
+                            uuid,
+                            status: Status::NoTarget,
+                            reason: full.status(),
+                            info: full.info().into(),
+                        });
+                    }
+                    if let Some(live) = shard.live_mut(caller, uuid) {
+                        live.counted_ms = live.counted_ms.or(Some(now));
+                    }
                     shard.mark(caller, uuid, Status::Confirmed);
                     if let Some(record) = shard.records.get_mut(uuid) {
                         record.push(now, record.target, Detailed::Confirmed, Info::None);
+                    }
+                    rtb_key.state.tally.bump(Field::Confirmed);
+                    if let Some(live) = shard.live_mut(caller, uuid) {
+                        self.states.publishers.tally(live.publisher).bump(Field::Confirmed);
+                    }
+                    if let Some(target) = target {
+                        self.states.targets.with(target, |t| t.tally.bump(Field::Confirmed));
                     }
                 }
                 if let Some(live) = shard.live_mut(caller, uuid) {
                     return Ok(Answer::Reservation(terms(live, false)));
                 }
             }
-            Some((_, false)) => expire(shard, caller, uuid),
+            Some((_, false, ..)) => self.expire(routing, shard, caller, uuid),
             None => {}
         }
         let record = shard.records.get(uuid).ok_or_else(unknown)?;
@@ -278,42 +343,58 @@ impl Engine {
     }
 
     /// `POST /calls`: a call from `caller` to the tracking number `inbound`
-    /// arrived. Its live reservation becomes a claimed call.
-    pub fn claim(&self, caller: Phone, inbound: Phone) -> Result<Claim, Rejection> {
+    /// arrived. Its live reservation becomes a claimed call, counted into
+    /// its target's caps if it was not yet, and holding one concurrency slot
+    /// until it ends.
+    pub fn claim(&self, caller: Phone, inbound: Phone) -> Result<CallAnswer, Rejection> {
+        let routing = self.routing();
         let now = self.clock.now_ms();
         let mut shard = self.table.lock(Table::shard_of_caller(caller));
         let shard = &mut *shard;
         let expired =
             || Rejection::not_found("the reservation expired before the call arrived").with_status("expired");
         let dead_line = || Rejection::not_found(DEAD_LINE).with_status("no-target");
-        if let Some(live) = shard.find_for_call(caller, inbound) {
-            let uuid = live.uuid;
-            if !live.is_live(now) {
-                expire(shard, caller, uuid);
-                return Err(expired());
-            }
-            let live = shard.take_live(caller, uuid).ok_or_else(dead_line)?;
-            let record = shard.records.get_mut(uuid).ok_or_else(dead_line)?;
-            let (Some(target), Some(transfer)) = (record.target, record.transfer.clone()) else {
-                return Err(dead_line());
+        let Some(live) = shard.find_for_call(caller, inbound) else {
+            // No live reservation: say `expired` if the newest one on this
+            // number expired, else this is the dead line.
+            let last = shard.last_reservation(caller, inbound).and_then(|uuid| shard.records.get(uuid));
+            return match last.map(|record| record.status_at(now)) {
+                Some(Status::Expired) => Err(expired()),
+                _ => Err(dead_line()),
             };
-            record.status = Status::Claimed;
-            record.push(now, Some(target), Detailed::Claimed, Info::None);
-            return Ok(Claim {
-                uuid,
-                target,
-                transfer,
-                payout_milli: live.payout_milli,
-                seconds: live.seconds,
-            });
+        };
+        let (uuid, counted, target) = (live.uuid, live.counted_ms, live.target);
+        if !live.is_live(now) {
+            self.expire(&routing, shard, caller, uuid);
+            return Err(expired());
         }
-        // No live reservation: say `expired` if the newest one on this
-        // number expired, else this is the dead line.
-        let last = shard.last_reservation(caller, inbound).and_then(|uuid| shard.records.get(uuid));
-        match last.map(|record| record.status_at(now)) {
-            Some(Status::Expired) => Err(expired()),
-            _ => Err(dead_line()),
+        let Some(target) = target else { return Err(dead_line()) };
+        if counted.is_none()
+            && let Err(full) = self.count(&routing, target, now)
+        {
+            self.release(shard, caller, uuid, now, target, full);
+            return Ok(CallAnswer::Capped { uuid, reason: full.status(), info: full.info().into() });
         }
+        let live = shard.take_live(caller, uuid).ok_or_else(dead_line)?;
+        let record = shard.records.get_mut(uuid).ok_or_else(dead_line)?;
+        let transfer = record.transfer.clone().ok_or_else(dead_line)?;
+        record.status = Status::Claimed;
+        record.push(now, Some(target), Detailed::Claimed, Info::None);
+        let key = record.key;
+        shard.reached(caller, target, now, routing.max_dedupe_ms);
+        self.states.targets.with(target, |t| {
+            t.counters.call_started();
+            t.tally.bump(Field::Claimed);
+        });
+        self.states.keys.with(key, |k| k.tally.bump(Field::Claimed));
+        self.states.publishers.tally(live.publisher).bump(Field::Claimed);
+        Ok(CallAnswer::Claimed(Claim {
+            uuid,
+            target,
+            transfer,
+            payout_milli: live.payout_milli,
+            seconds: live.seconds,
+        }))
     }
 
     /// `POST /calls/{uuid}/end`: the call ended after `duration_secs`.
@@ -336,6 +417,21 @@ impl Engine {
                 record.end = Some(end);
                 let info = if end.converted { "converted" } else { "not converted: the call was too short" };
                 record.push(now, record.target, Detailed::Ended, Info::Static(info));
+                let payout = if end.converted { record.payout_milli } else { 0 };
+                let bump = |tally: &Tally| {
+                    if end.converted {
+                        tally.bump(Field::Converted);
+                        tally.add(Field::PayoutMilli, payout);
+                    }
+                };
+                if let Some(target) = record.target {
+                    self.states.targets.with(target, |t| {
+                        t.counters.call_ended();
+                        bump(&t.tally);
+                    });
+                }
+                self.states.keys.with(record.key, |k| bump(&k.tally));
+                bump(self.states.publishers.tally(self.states.publishers.index(&record.publisher)));
                 end
             }
         };
@@ -354,6 +450,11 @@ impl Engine {
         Some(shard.records.get(uuid)?.to_json(uuid, now))
     }
 
+    /// `GET /stats`.
+    pub fn stats(&self) -> serde_json::Value {
+        stats::report(&self.routing(), &self.states, self.clock.now_ms())
+    }
+
     /// Expires every reservation whose time has come and drops records past
     /// retention. Runs every few milliseconds; tests call it after moving a
     /// manual clock.
@@ -370,10 +471,57 @@ impl Engine {
             for &(caller, uuid) in &due {
                 let expiring = shard.live_mut(caller, uuid).is_some_and(|live| !live.is_live(now));
                 if expiring {
-                    expire(&mut shard, caller, uuid);
+                    self.expire(&routing, &mut shard, caller, uuid);
                 }
             }
             shard.evict(now, retention, per_shard, true);
+        }
+    }
+
+    /// Counts a reservation for `target` into its caps at `now`.
+    fn count(&self, routing: &Routing, target: Sym, now: u64) -> Result<(), Full> {
+        match routing.target(target) {
+            Some((_, t)) => t.state.counters.try_count(&t.limits, Windows::at(&t.zone, now)),
+            // A target gone from the config keeps its counters but no caps.
+            None => self
+                .states
+                .targets
+                .with(target, |t| t.counters.try_count(&Limits::default(), Windows::at(&Zone::utc(), now)))
+                .unwrap_or(Ok(())),
+        }
+    }
+
+    /// Gives back the counts of a reservation counted at `counted_ms`.
+    fn give_back(&self, routing: &Routing, target: Sym, counted_ms: u64) {
+        let windows = match routing.target(target) {
+            Some((_, t)) => Windows::at(&t.zone, counted_ms),
+            None => Windows::at(&Zone::utc(), counted_ms),
+        };
+        self.states.targets.with(target, |t| t.counters.give_back(windows));
+    }
+
+    /// Ends a live reservation whose time has passed (the shard is locked):
+    /// gives back its counts. Its record needs no write: a record derives
+    /// `expired` from its time.
+    fn expire(&self, routing: &Routing, shard: &mut Shard, caller: Phone, uuid: u128) {
+        let Some(live) = shard.take_live(caller, uuid) else { return };
+        if let (Some(target), Some(counted)) = (live.target, live.counted_ms) {
+            self.give_back(routing, target, counted);
+        }
+        if let Some(target) = live.target {
+            self.states.targets.with(target, |t| t.tally.bump(Field::Expired));
+        }
+        self.states.keys.with(live.key, |k| k.tally.bump(Field::Expired));
+        self.states.publishers.tally(live.publisher).bump(Field::Expired);
+    }
+
+    /// Releases a reservation whose caps filled before it was counted: it
+    /// holds its target no more, and its record says why.
+    fn release(&self, shard: &mut Shard, caller: Phone, uuid: u128, now: u64, target: Sym, full: Full) {
+        shard.take_live(caller, uuid);
+        if let Some(record) = shard.records.get_mut(uuid) {
+            record.status = Status::NoTarget;
+            record.push(now, Some(target), full.status(), full.info().into());
         }
     }
 }
@@ -381,12 +529,6 @@ impl Engine {
 /// Each shard keeps its share of `max_records`.
 fn records_per_shard(routing: &Routing) -> usize {
     routing.server.max_records.div_ceil(SHARDS).max(1)
-}
-
-/// Ends a live reservation whose time has passed (the shard is locked).
-/// Its record needs no write: a record derives `expired` from its time.
-fn expire(shard: &mut Shard, caller: Phone, uuid: u128) {
-    shard.take_live(caller, uuid);
 }
 
 fn nothing(record: &mut Record, uuid: u128, status: Status, reason: Detailed, info: Info) -> Answer {

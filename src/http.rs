@@ -191,6 +191,12 @@ fn dispatch(engine: &Engine, parts: &hyper::http::request::Parts, body: &[u8]) -
             Method::GET => authorized(engine, &parts.headers, Token::Admin).and_then(|()| record(engine, id)),
             _ => return not_allowed("GET"),
         },
+        ("/stats", None) => match *method {
+            Method::GET => {
+                authorized(engine, &parts.headers, Token::Admin).map(|()| reply::value(200, &engine.stats()))
+            }
+            _ => return not_allowed("GET"),
+        },
         ("/healthz", None) => match *method {
             Method::GET | Method::HEAD => return health(),
             _ => return not_allowed("GET"),
@@ -288,7 +294,7 @@ fn claim(engine: &Engine, query: Option<&str>, body: &[u8]) -> Result<Response<B
     let params = Params::parse(query, body)?;
     let caller = engine::caller_number(&params)?;
     let inbound = engine::number_param(&params, "inbound_number")?;
-    engine.claim(caller, inbound).map(|c| reply::claim(&c))
+    engine.claim(caller, inbound).map(|c| reply::call(&c))
 }
 
 /// `POST /calls/{uuid}/end`.

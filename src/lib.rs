@@ -17,6 +17,9 @@
 //! | `phone`    | E.164 normalization, transfer numbers |
 //! | `engine`   | the state and its verbs: `ping`, `confirm`, `claim`, `end`, `tick` |
 //! | `route`    | judge the targets of one ping and pick the winner |
+//! | `filter`   | tag filters of a target |
+//! | `hours`    | business hours as a bitmap of the week's minutes |
+//! | `caps`     | cap counters and their calendar windows |
 //! | `pricing`  | conversion criteria: payout and seconds |
 //! | `table`    | the sharded reservation table, indexed by caller and uuid |
 //! | `wheel`    | the hierarchical timing wheel that expires reservations |
@@ -26,14 +29,20 @@
 //! | `json`     | the hand-written JSON writer of the hot path |
 //! | `config`   | the TOML schema, validation, the compiled `Routing` |
 //! | `status`   | the statuses and detailed statuses of the contract |
+//! | `stats`    | striped tallies per key, publisher and target |
+//! | `state`    | what outlives a reload: counters and tallies by name |
+//! | `zone`     | time zones and the local calendar |
 //! | `clock`    | the injectable clock, RFC 3339 formatting |
 //! | `sym`      | interned names of keys, campaigns and targets |
 //! | `error`    | the 4xx answers a request can get |
 
+pub mod caps;
 pub mod clock;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod filter;
+pub mod hours;
 pub mod http;
 pub mod ids;
 pub mod json;
@@ -44,7 +53,10 @@ pub mod records;
 pub mod reply;
 pub mod route;
 pub mod server;
+pub mod state;
+pub mod stats;
 pub mod status;
 pub mod sym;
 pub mod table;
 pub mod wheel;
+pub mod zone;

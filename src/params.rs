@@ -168,7 +168,8 @@ fn lower_case(name: Cow<'_, str>) -> Cow<'_, str> {
     if name.bytes().any(|b| b.is_ascii_uppercase()) { Cow::Owned(name.to_ascii_lowercase()) } else { name }
 }
 
-fn check_name(name: &str) -> Result<(), Rejection> {
+/// Checks a (lower-cased) parameter name.
+pub fn check_name(name: &str) -> Result<(), Rejection> {
     let ok = !name.is_empty()
         && name.len() <= MAX_NAME_LEN
         && name

@@ -7,7 +7,7 @@ use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Response, StatusCode};
 
 use crate::clock::write_rfc3339;
-use crate::engine::{Answer, Claim, Ended, Terms};
+use crate::engine::{Answer, CallAnswer, Ended, Terms};
 use crate::error::Rejection;
 use crate::json::Object;
 
@@ -88,8 +88,20 @@ fn reservation(o: &mut Object, t: &Terms, sip_domain: Option<&str>) {
     }
 }
 
-/// The answer to `POST /calls`.
-pub fn claim(c: &Claim) -> Response<Body> {
+/// The answer to `POST /calls`: the call's target, or 409 when caps filled
+/// before the reservation was counted.
+pub fn call(answer: &CallAnswer) -> Response<Body> {
+    let c = match answer {
+        CallAnswer::Claimed(c) => c,
+        CallAnswer::Capped { uuid: id, reason, info } => {
+            let mut o = Object::new();
+            o.raw_str("uuid", |b| uuid(b, *id))
+                .str("status", "no-target")
+                .str("reason", reason.as_str())
+                .str("info", info.as_str());
+            return json(409, o.finish());
+        }
+    };
     let mut o = Object::new();
     o.raw_str("uuid", |b| uuid(b, c.uuid))
         .str("status", "claimed")

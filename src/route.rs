@@ -1,23 +1,53 @@
 //! Routing one ping: judge every target of the campaign, then pick the one
 //! the call goes to.
 //!
-//! Each target passes the checks of the contract in order (paused, pricing,
-//! transfer number) or is passed over with a detailed status that goes into
-//! the record's `call_flow`. Among the targets left, the lowest priority
-//! wins, by weighted random among equals.
+//! Each target passes the checks of the contract in order (paused, business
+//! hours, filters, caps, concurrency, pricing, transfer number) or is passed
+//! over with a detailed status that goes into the record's `call_flow`.
+//! Among the targets left, targets the caller already reached within their
+//! `dedupe_secs` go last; then the campaign's mode picks: lowest priority
+//! with weighted random among equals, or highest payout first.
+
+use std::borrow::Cow;
 
 use smallvec::SmallVec;
 
+use crate::caps::Windows;
 use crate::config::{Campaign, Mode, Number, Target};
-use crate::phone::Dial;
+use crate::params::Params;
+use crate::phone::{Dial, Phone};
 use crate::pricing::{self, Price};
 use crate::records::Event;
+use crate::stats::Field;
 use crate::status::{Detailed, Info, Status, UNPRICEABLE};
+use crate::sym::Sym;
 
 /// What routing needs to know about the ping.
-pub struct Ping<'a> {
+pub struct Ping<'a, 'p> {
     pub publisher: &'a str,
+    pub caller: Phone,
+    pub params: &'a Params<'p>,
     pub now_ms: u64,
+    /// Targets this caller reached, and when (for `dedupe_secs`).
+    pub history: &'a [(Sym, u64)],
+    /// Count the winner into its caps now (`add_to_caps_on_status_reserved`).
+    pub count_caps: bool,
+}
+
+impl Ping<'_, '_> {
+    /// A tag of the ping; `caller_number` (E.164) and `publisher_id` too.
+    pub fn tag(&self, name: &str) -> Option<Cow<'_, str>> {
+        match name {
+            "caller_number" => Some(Cow::Owned(self.caller.to_string())),
+            "publisher_id" => Some(Cow::Borrowed(self.publisher)),
+            _ => self.params.tags().find(|(n, _)| *n == name).map(|(_, v)| Cow::Borrowed(v)),
+        }
+    }
+
+    fn reached_recently(&self, target: &Target) -> bool {
+        target.dedupe_ms > 0
+            && self.history.iter().any(|&(id, at)| id == target.id && at + target.dedupe_ms > self.now_ms)
+    }
 }
 
 /// The target a call goes to, and on what terms.
@@ -27,6 +57,8 @@ pub struct Winner {
     pub target: usize,
     pub price: Price,
     pub transfer: Dial,
+    /// When the winner was counted into its caps (with `count_caps`).
+    pub counted_ms: Option<u64>,
 }
 
 /// How routing ended.
@@ -46,11 +78,12 @@ struct Candidate {
     target: usize,
     price: Price,
     transfer: Dial,
+    duplicate: bool,
 }
 
 /// Judges every target of `campaign` for `ping`, writing each target passed
 /// over into `flow`, and picks the winner.
-pub fn route(campaign: &Campaign, ping: &Ping, flow: &mut Vec<Event>) -> Routed {
+pub fn route(campaign: &Campaign, ping: &Ping<'_, '_>, flow: &mut Vec<Event>) -> Routed {
     if campaign.targets.is_empty() {
         return nobody(Status::NoTarget, Detailed::NoTarget, Detailed::NoTarget.summary().into());
     }
@@ -66,32 +99,89 @@ pub fn route(campaign: &Campaign, ping: &Ping, flow: &mut Vec<Event>) -> Routed 
 
     let mut candidates: SmallVec<[Candidate; 8]> = SmallVec::new();
     let mut passed_over = PassedOver::default();
+    let mut pass_over = |flow: &mut Vec<Event>, target: Sym, status: Detailed, info: Info| {
+        passed_over.add(status, &info);
+        flow.push(Event { at_ms: ping.now_ms, target: Some(target), status, info });
+    };
     for (i, target) in campaign.targets.iter().enumerate() {
+        target.state.tally.bump(Field::Pings);
         match judge(campaign, target, ping) {
-            Ok(c) => candidates.push(Candidate { target: i, price: c.0, transfer: c.1 }),
-            Err((status, info)) => {
-                passed_over.add(status, &info);
-                flow.push(Event { at_ms: ping.now_ms, target: Some(target.id), status, info });
+            Ok((price, transfer)) => {
+                let duplicate = ping.reached_recently(target);
+                if duplicate {
+                    flow.push(Event {
+                        at_ms: ping.now_ms,
+                        target: Some(target.id),
+                        status: Detailed::TargetsDuplicateDeprioritized,
+                        info: "the caller reached this target recently: fresh targets go first".into(),
+                    });
+                }
+                candidates.push(Candidate { target: i, price, transfer, duplicate });
             }
+            Err((status, info)) => pass_over(flow, target.id, status, info),
         }
     }
 
-    match pick(campaign, &candidates) {
-        Some(i) => {
-            let c = candidates.swap_remove(i);
-            Routed::Winner(Winner { target: c.target, price: c.price, transfer: c.transfer })
+    // Pick; with `count_caps`, the winner must also fit its caps now, else
+    // the next best is tried.
+    while let Some(i) = pick(campaign, &candidates) {
+        let target = &campaign.targets[candidates[i].target];
+        let mut counted_ms = None;
+        if ping.count_caps {
+            let windows = Windows::at(&target.zone, ping.now_ms);
+            if let Err(full) = target.state.counters.try_count(&target.limits, windows) {
+                pass_over(flow, target.id, full.status(), full.info().into());
+                candidates.swap_remove(i);
+                continue;
+            }
+            counted_ms = Some(ping.now_ms);
         }
-        None => passed_over.verdict(),
+        let c = candidates.swap_remove(i);
+        return Routed::Winner(Winner { target: c.target, price: c.price, transfer: c.transfer, counted_ms });
     }
+    passed_over.verdict()
 }
 
 /// A target's price and number, or why it is passed over.
-fn judge(campaign: &Campaign, target: &Target, ping: &Ping) -> Result<(Price, Dial), (Detailed, Info)> {
+fn judge(
+    campaign: &Campaign,
+    target: &Target,
+    ping: &Ping<'_, '_>,
+) -> Result<(Price, Dial), (Detailed, Info)> {
     if target.paused {
         return Err((Detailed::TargetsPaused, Info::None));
     }
-    let price = pricing::price(campaign, ping.publisher, target.id)
-        .ok_or((Detailed::Rejected, UNPRICEABLE.into()))?;
+    if let Some(hours) = &target.hours {
+        let local = target.zone.local(ping.now_ms);
+        if !hours.is_open(local.minute_of_week()) {
+            let minute = local.minute_of_day();
+            let day = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"][local.weekday() as usize % 7];
+            let info =
+                format!("closed at {day} {:02}:{:02} {}", minute / 60, minute % 60, target.zone.name());
+            return Err((Detailed::TargetsClosed, info.into()));
+        }
+    }
+    for filter in &target.filters {
+        if let Some(why) = filter.reject(ping.tag(&filter.tag).as_deref()) {
+            return Err((Detailed::TargetDisqualified, why.into()));
+        }
+    }
+    let counters = &target.state.counters;
+    if target.limits.hourly.is_some()
+        || target.limits.daily.is_some()
+        || target.limits.monthly.is_some()
+        || target.limits.hard.is_some()
+    {
+        counters
+            .check(&target.limits, Windows::at(&target.zone, ping.now_ms))
+            .map_err(|full| (full.status(), full.info().into()))?;
+    }
+    if counters.simulcapped(&target.limits) {
+        return Err((Detailed::TargetSimulcapped, "concurrency cap reached".into()));
+    }
+    let tag = |name: &str| ping.params.tags().find(|(n, _)| *n == name).map(|(_, v)| v);
+    let price = pricing::price(campaign, ping.publisher, target.id, tag)
+        .map_err(|why| (Detailed::Rejected, Info::from(why)))?;
     match &target.number {
         Number::Dial(dial) => Ok((price, dial.clone())),
         Number::Undialable(text) => Err((
@@ -101,13 +191,24 @@ fn judge(campaign: &Campaign, target: &Target, ping: &Ping) -> Result<(Price, Di
     }
 }
 
-/// The index of the winning candidate.
+/// The index of the winning candidate: fresh targets before duplicates,
+/// then by the campaign's mode.
 fn pick(campaign: &Campaign, candidates: &[Candidate]) -> Option<usize> {
+    let fresh = candidates.iter().any(|c| !c.duplicate);
     let targets = &campaign.targets;
+    let pool = |c: &Candidate| !c.duplicate || !fresh;
+    let priority = |c: &Candidate| targets[c.target].priority;
+    let weight = |c: &Candidate| targets[c.target].weight;
     match campaign.mode {
         Mode::Priority => {
-            let best = candidates.iter().map(|c| targets[c.target].priority).min()?;
-            weighted(candidates, |c| targets[c.target].priority == best, |c| targets[c.target].weight)
+            let best = candidates.iter().filter(|c| pool(c)).map(priority).min()?;
+            weighted(candidates, |c| pool(c) && priority(c) == best, weight)
+        }
+        Mode::HighestPayout => {
+            let payout = candidates.iter().filter(|c| pool(c)).map(|c| c.price.payout_milli).max()?;
+            let top = |c: &Candidate| pool(c) && c.price.payout_milli == payout;
+            let best = candidates.iter().filter(|c| top(c)).map(priority).min()?;
+            weighted(candidates, |c| top(c) && priority(c) == best, weight)
         }
     }
 }

@@ -62,6 +62,8 @@ pub struct Live {
     pub seconds: u32,
     /// When the reservation was counted into its target's caps.
     pub counted_ms: Option<u64>,
+    /// The publisher's index (see `state::Publishers`).
+    pub publisher: u32,
 }
 
 impl Live {
@@ -118,6 +120,10 @@ pub struct Shard {
     live: AHashMap<u64, SmallVec<[Live; 1]>>,
     pub records: Records,
     last: AHashMap<(u64, u64), u128>,
+    /// Caller → (target, when) of the calls it made, for `dedupe_secs`.
+    history: AHashMap<u64, SmallVec<[(Sym, u64); 2]>>,
+    /// Size of `history` after its last sweep.
+    history_swept: usize,
     /// (caller digits, uuid halves) by expiry time.
     wheel: Wheel<[u64; 3]>,
 }
@@ -128,7 +134,32 @@ impl Shard {
             live: AHashMap::new(),
             records: Records::default(),
             last: AHashMap::new(),
+            history: AHashMap::new(),
+            history_swept: 0,
             wheel: Wheel::new(now_ms),
+        }
+    }
+
+    /// The targets `caller` reached by a call, and when.
+    #[inline]
+    pub fn history(&self, caller: Phone) -> &[(Sym, u64)] {
+        self.history.get(&caller.digits()).map_or(&[], |h| h.as_slice())
+    }
+
+    /// Notes that `caller` reached `target` at `at_ms`. Entries older than
+    /// `horizon_ms` (the longest `dedupe_secs`) are dropped on the way, and
+    /// now and then from every caller in one sweep.
+    pub fn reached(&mut self, caller: Phone, target: Sym, at_ms: u64, horizon_ms: u64) {
+        let fresh = |&(_, at): &(Sym, u64)| at + horizon_ms > at_ms;
+        let entries = self.history.entry(caller.digits()).or_default();
+        entries.retain(|e| e.0 != target && fresh(e));
+        entries.push((target, at_ms));
+        if self.history.len() > 2 * self.history_swept + 1024 {
+            self.history.retain(|_, entries| {
+                entries.retain(|e| fresh(e));
+                !entries.is_empty()
+            });
+            self.history_swept = self.history.len();
         }
     }
 

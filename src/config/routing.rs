@@ -7,12 +7,18 @@
 //! hot path never parses or looks up a string it could have prepared.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ahash::AHashMap;
 
+use crate::caps::Limits;
+use crate::filter::Filter;
+use crate::hours::Hours;
 use crate::phone::{Dial, Phone};
+use crate::state::{KeyState, States, TargetState};
 use crate::sym::Sym;
+use crate::zone::Zone;
 
 #[derive(Debug)]
 pub struct Routing {
@@ -27,7 +33,10 @@ pub struct Routing {
     pub publishers: AHashMap<Box<str>, Box<str>>,
     /// Problems that do not stop the config from loading.
     pub warnings: Vec<String>,
+    /// The longest `dedupe_secs` of any target, in milliseconds.
+    pub max_dedupe_ms: u64,
     keys: AHashMap<Box<str>, (u32, u32)>,
+    targets: AHashMap<Sym, (u32, u32)>,
 }
 
 #[derive(Debug)]
@@ -57,6 +66,8 @@ pub struct Campaign {
 pub enum Mode {
     /// Lowest priority first, weighted random among equals.
     Priority,
+    /// Highest payout first, then lowest priority, then weighted random.
+    HighestPayout,
 }
 
 #[derive(Debug)]
@@ -67,6 +78,7 @@ pub struct Key {
     pub timeout_ms: u64,
     pub add_to_caps_on_reserved: bool,
     pub inbound_number: Option<Phone>,
+    pub state: Arc<KeyState>,
 }
 
 #[derive(Debug)]
@@ -83,11 +95,16 @@ pub struct Criterion {
 pub enum Payout {
     /// Thousandths of a dollar.
     Fixed(u64),
+    /// A share of a numeric tag: `thousandths_of_percent` / 100,000 of the
+    /// tag's dollars (70% is 70,000).
+    Percent { thousandths_of_percent: u64, tag: Box<str> },
 }
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Seconds {
     Fixed(u32),
+    /// The numeric tag of this name.
+    Tag(Box<str>),
 }
 
 #[derive(Debug)]
@@ -98,6 +115,15 @@ pub struct Target {
     pub priority: u32,
     pub weight: u32,
     pub paused: bool,
+    pub zone: Arc<Zone>,
+    /// `None`: open around the clock.
+    pub hours: Option<Hours>,
+    pub filters: Vec<Filter>,
+    pub limits: Limits,
+    /// A caller who reached this target this recently goes last (0: never).
+    pub dedupe_ms: u64,
+    /// Counters and tallies, kept across reloads (see [`Routing::attach`]).
+    pub state: Arc<TargetState>,
 }
 
 /// Where a target's calls go.
@@ -117,11 +143,16 @@ impl Routing {
         warnings: Vec<String>,
     ) -> Routing {
         let mut keys = AHashMap::new();
+        let mut targets = AHashMap::new();
         for (c, campaign) in campaigns.iter().enumerate() {
             for (k, key) in campaign.keys.iter().enumerate() {
                 keys.insert(key.key.clone(), (c as u32, k as u32));
             }
+            for (t, target) in campaign.targets.iter().enumerate() {
+                targets.insert(target.id, (c as u32, t as u32));
+            }
         }
+        let max_dedupe_ms = campaigns.iter().flat_map(|c| &c.targets).map(|t| t.dedupe_ms).max().unwrap_or(0);
         Routing {
             version: 0,
             loaded_at_ms: 0,
@@ -130,8 +161,30 @@ impl Routing {
             campaigns,
             publishers,
             warnings,
+            max_dedupe_ms,
             keys,
+            targets,
         }
+    }
+
+    /// Points every key and target at its state in `states`, so counters
+    /// and tallies carry over from the config this one replaces.
+    pub fn attach(&mut self, states: &States) {
+        for campaign in &mut self.campaigns {
+            for key in &mut campaign.keys {
+                key.state = states.keys.get_or_create(key.id);
+            }
+            for target in &mut campaign.targets {
+                target.state = states.targets.get_or_create(target.id);
+            }
+        }
+    }
+
+    /// A target and its campaign, by target id.
+    pub fn target(&self, id: Sym) -> Option<(&Campaign, &Target)> {
+        let &(c, t) = self.targets.get(&id)?;
+        let campaign = self.campaigns.get(c as usize)?;
+        Some((campaign, campaign.targets.get(t as usize)?))
     }
 
     /// The campaign and key an RTB key opens.

@@ -4,6 +4,8 @@
 //! number, not a silently ignored setting. Defaults live here; checks that
 //! need more than one field live in `validate`.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Deserializer};
 
 #[derive(Debug, Default, Deserialize)]
@@ -70,6 +72,7 @@ pub struct Campaign {
 pub enum Routing {
     #[default]
     Priority,
+    HighestPayout,
 }
 
 #[derive(Debug, Deserialize)]
@@ -100,7 +103,11 @@ pub struct Criterion {
     pub target_ids: Option<Vec<String>>,
     #[serde(default, deserialize_with = "number")]
     pub payout: Option<f64>,
+    #[serde(default, deserialize_with = "number")]
+    pub payout_percent: Option<f64>,
+    pub payout_tag: Option<String>,
     pub duration_secs: Option<u64>,
+    pub duration_tag: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -115,10 +122,72 @@ pub struct Target {
     pub weight: u32,
     #[serde(default)]
     pub paused: bool,
+    pub time_zone: Option<String>,
+    pub business_hours: Option<Vec<Shift>>,
+    #[serde(default)]
+    pub filters: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    pub caps: Caps,
+    pub concurrency_cap: Option<u32>,
+    pub dedupe_secs: Option<u64>,
 }
 
 fn one() -> u32 {
     1
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Caps {
+    pub hourly: Option<u32>,
+    pub daily: Option<u32>,
+    pub monthly: Option<u32>,
+    pub hard: Option<u32>,
+}
+
+/// One business-hours entry, in Retreaver's form.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Shift {
+    pub day_of_week: u32,
+    #[serde(default, deserialize_with = "hhmm")]
+    pub time_open: Option<u32>,
+    #[serde(default, deserialize_with = "hhmm")]
+    pub time_close: Option<u32>,
+    #[serde(default = "yes")]
+    pub work_day: bool,
+    #[serde(default)]
+    pub inverted: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A time as HHMM: an integer (`900`) or a string (`"0900"`, `"09:00"`),
+/// since TOML integers cannot have a leading zero.
+fn hhmm<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    struct Visitor;
+    impl serde::de::Visitor<'_> for Visitor {
+        type Value = u32;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a time as HHMM, like 900 or \"09:00\"")
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<u32, E> {
+            u32::try_from(v).map_err(|_| E::custom(format!("{v} is not a time as HHMM")))
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<u32, E> {
+            u32::try_from(v).map_err(|_| E::custom(format!("{v} is not a time as HHMM")))
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<u32, E> {
+            let digits: String = v.chars().filter(|c| *c != ':').collect();
+            if digits.is_empty() || digits.len() > 4 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(E::custom(format!("{v:?} is not a time as HHMM")));
+            }
+            digits.parse().map_err(|_| E::custom(format!("{v:?} is not a time as HHMM")))
+        }
+    }
+    d.deserialize_any(Visitor).map(Some)
 }
 
 /// A TOML integer or float, read as f64 (`payout = 12` and `payout = 12.5`).

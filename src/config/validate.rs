@@ -3,16 +3,22 @@
 //! Every problem is collected (not just the first) with the path of the field
 //! it is about; `config::parse` turns the paths into line numbers.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use ahash::AHashMap;
 
 use super::locate::Path;
 use super::routing::{self, Campaign, Criterion, Key, Mode, Number, Payout, Routing, Seconds};
 use super::schema;
+use crate::caps::Limits;
+use crate::filter::{Filter, Pattern};
+use crate::hours::{Hours, Shift};
+use crate::params;
 use crate::phone::{Dial, Phone};
 use crate::sym::Sym;
+use crate::zone::Zone;
 
 /// Largest payout a criterion may set, in dollars.
 pub const MAX_PAYOUT: f64 = 1_000_000.0;
@@ -20,6 +26,10 @@ pub const MAX_PAYOUT: f64 = 1_000_000.0;
 pub const MAX_TTL_SECS: u64 = 86_400;
 /// Longest webhook deadline, in milliseconds.
 pub const MAX_TIMEOUT_MS: u64 = 60_000;
+/// Longest duplicate window, in seconds (a year).
+pub const MAX_DEDUPE_SECS: u64 = 365 * 86_400;
+/// Largest `payout_percent`.
+pub const MAX_PERCENT: f64 = 1_000.0;
 
 /// One thing wrong with a file, or worth a warning.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,6 +42,9 @@ pub struct Problem {
 #[derive(Default)]
 struct Checker {
     problems: Vec<Problem>,
+    /// Zones loaded so far, shared by the targets that name them.
+    zones: HashMap<String, Arc<Zone>>,
+    now_ms: u64,
 }
 
 impl Checker {
@@ -49,6 +62,30 @@ impl Checker {
         }
     }
 
+    /// The zone named `name`, loaded once per file.
+    fn zone(&mut self, name: &str, path: Path) -> Arc<Zone> {
+        if let Some(zone) = self.zones.get(name) {
+            return zone.clone();
+        }
+        match Zone::get(name, self.now_ms) {
+            Ok(zone) => {
+                let zone = Arc::new(zone);
+                self.zones.insert(name.to_owned(), zone.clone());
+                zone
+            }
+            Err(e) => {
+                self.error(path, e);
+                Arc::new(Zone::utc())
+            }
+        }
+    }
+
+    fn tag_name(&mut self, path: Path, tag: &str) {
+        if params::check_name(&tag.to_ascii_lowercase()).is_err() {
+            self.error(path, format!("{tag:?} is not a tag name (1 to 64 of a-z, 0-9, '_', '-', '.')"));
+        }
+    }
+
     fn phone(&mut self, path: Path, text: &str) -> Option<Phone> {
         match Phone::parse(text) {
             Ok(p) => Some(p),
@@ -63,7 +100,10 @@ impl Checker {
 /// Checks `file` and builds its routing. Warnings come back with the
 /// routing; any error fails the whole file.
 pub fn validate(file: schema::File) -> Result<(Routing, Vec<Problem>), Vec<Problem>> {
-    let mut check = Checker::default();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let mut check = Checker { now_ms, ..Checker::default() };
     let root = Path::root();
     let server = server(&mut check, &root.key("server"), file.server);
 
@@ -197,6 +237,65 @@ fn campaign(
         if t.weight == 0 {
             check.error(tpath.key("weight"), "must be at least 1");
         }
+        let zone = match t.time_zone.as_deref() {
+            None => check.zone("UTC", tpath.key("time_zone")),
+            Some(name) => check.zone(name, tpath.key("time_zone")),
+        };
+        let hours = t.business_hours.map(|shifts| {
+            let shifts: Vec<Shift> = shifts
+                .iter()
+                .enumerate()
+                .filter_map(|(j, s)| {
+                    let shift = Shift {
+                        day_of_week: s.day_of_week,
+                        time_open: s.time_open.unwrap_or(0),
+                        time_close: s.time_close.unwrap_or(2400),
+                        work_day: s.work_day,
+                        inverted: s.inverted,
+                    };
+                    // Compile each shift alone first, to name the bad one.
+                    match Hours::new(&[shift]) {
+                        Ok(_) => Some(shift),
+                        Err(e) => {
+                            check.error(tpath.key("business_hours").index(j), e.to_string());
+                            None
+                        }
+                    }
+                })
+                .collect();
+            // Each shift compiled alone above, so together they do too.
+            Hours::new(&shifts).unwrap_or_else(|_| Hours::closed())
+        });
+        let mut filters = Vec::new();
+        for (tag, patterns) in t.filters {
+            let fpath = tpath.key("filters").key(&tag);
+            let name = tag.to_ascii_lowercase();
+            let special = matches!(name.as_str(), "caller_number" | "publisher_id");
+            if params::check_name(&name).is_err() || (params::RESERVED.contains(&name.as_str()) && !special) {
+                check.error(fpath.clone(), format!("{tag:?} is not a tag a ping can carry"));
+            }
+            if patterns.is_empty() {
+                check.error(fpath.clone(), "needs at least one pattern (use [\"*\"] for any value)");
+            }
+            if patterns.iter().any(|p| p.is_empty()) {
+                check.error(fpath, "patterns cannot be empty");
+            }
+            filters.push(Filter {
+                tag: name.into_boxed_str(),
+                patterns: patterns.iter().map(|p| Pattern::new(p)).collect(),
+            });
+        }
+        let dedupe_secs = t.dedupe_secs.unwrap_or(0);
+        if dedupe_secs > MAX_DEDUPE_SECS {
+            check.error(tpath.key("dedupe_secs"), format!("must be at most {MAX_DEDUPE_SECS} (a year)"));
+        }
+        let limits = Limits {
+            hourly: t.caps.hourly,
+            daily: t.caps.daily,
+            monthly: t.caps.monthly,
+            hard: t.caps.hard,
+            concurrency: t.concurrency_cap,
+        };
         target_ids.push(t.id.clone());
         targets.push(routing::Target {
             id: Sym::intern(&t.id),
@@ -205,6 +304,12 @@ fn campaign(
             priority: t.priority,
             weight: t.weight.max(1),
             paused: t.paused,
+            zone,
+            hours,
+            filters,
+            limits,
+            dedupe_ms: dedupe_secs.min(MAX_DEDUPE_SECS) * 1000,
+            state: Arc::default(),
         });
     }
     if targets.is_empty() {
@@ -247,6 +352,7 @@ fn campaign(
             timeout_ms: k.timeout_ms,
             add_to_caps_on_reserved: k.add_to_caps_on_status_reserved,
             inbound_number,
+            state: Arc::default(),
         });
     }
 
@@ -270,27 +376,59 @@ fn campaign(
                 })
                 .collect()
         });
-        let payout = match cr.payout {
-            Some(p) if p.is_finite() && (0.0..=MAX_PAYOUT).contains(&p) => {
+        let payout = match (cr.payout, cr.payout_percent, cr.payout_tag) {
+            (Some(p), None, None) if p.is_finite() && (0.0..=MAX_PAYOUT).contains(&p) => {
                 Payout::Fixed((p * 1000.0).round() as u64)
             }
-            Some(p) => {
+            (Some(p), None, None) => {
                 check.error(cpath.key("payout"), format!("{p} is not a payout between 0 and {MAX_PAYOUT}"));
                 Payout::Fixed(0)
             }
-            None => {
-                check.error(cpath.key("payout"), "a criterion needs a payout");
+            (None, Some(pct), Some(tag)) => {
+                if !(pct.is_finite() && (0.0..=MAX_PERCENT).contains(&pct)) {
+                    check.error(
+                        cpath.key("payout_percent"),
+                        format!("{pct} is not a percent between 0 and {MAX_PERCENT}"),
+                    );
+                }
+                check.tag_name(cpath.key("payout_tag"), &tag);
+                Payout::Percent {
+                    thousandths_of_percent: (pct.clamp(0.0, MAX_PERCENT) * 1000.0).round() as u64,
+                    tag: tag.to_ascii_lowercase().into_boxed_str(),
+                }
+            }
+            (None, Some(_), None) => {
+                check.error(
+                    cpath.key("payout_percent"),
+                    "payout_percent needs payout_tag: the tag it is a percent of",
+                );
+                Payout::Fixed(0)
+            }
+            (None, None, _) => {
+                check.error(cpath.clone(), "a criterion needs payout, or payout_percent with payout_tag");
+                Payout::Fixed(0)
+            }
+            _ => {
+                check.error(cpath.key("payout"), "set payout, or payout_percent with payout_tag, not both");
                 Payout::Fixed(0)
             }
         };
-        let seconds = match cr.duration_secs {
-            Some(s) if s <= 86_400 => Seconds::Fixed(s as u32),
-            Some(s) => {
+        let seconds = match (cr.duration_secs, cr.duration_tag) {
+            (Some(s), None) if s <= 86_400 => Seconds::Fixed(s as u32),
+            (Some(s), None) => {
                 check.error(cpath.key("duration_secs"), format!("{s} is over a day (86400)"));
                 Seconds::Fixed(0)
             }
-            None => {
-                check.error(cpath.key("duration_secs"), "a criterion needs duration_secs");
+            (None, Some(tag)) => {
+                check.tag_name(cpath.key("duration_tag"), &tag);
+                Seconds::Tag(tag.to_ascii_lowercase().into_boxed_str())
+            }
+            (None, None) => {
+                check.error(cpath.clone(), "a criterion needs duration_secs or duration_tag");
+                Seconds::Fixed(0)
+            }
+            (Some(_), Some(_)) => {
+                check.error(cpath.key("duration_secs"), "set duration_secs or duration_tag, not both");
                 Seconds::Fixed(0)
             }
         };
@@ -304,6 +442,7 @@ fn campaign(
 
     let mode = match c.routing {
         schema::Routing::Priority => Mode::Priority,
+        schema::Routing::HighestPayout => Mode::HighestPayout,
     };
     Campaign::new(
         Sym::intern(&c.id),

@@ -1,0 +1,168 @@
+//! Statistics: what happened to the pings of each key, publisher and target.
+//!
+//! A [`Tally`] is bumped several times on every ping, from every worker
+//! thread. Written by hand as striped counters: each thread adds to its own
+//! cache line and a reader sums the stripes, so two cores bumping the same
+//! key's counters never fight over one line.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use crossbeam::utils::CachePadded;
+use serde_json::{Map, Value, json};
+
+use crate::caps::Windows;
+use crate::config::Routing;
+use crate::state::States;
+
+/// Stripes per tally; enough for the worker threads of a small machine, and
+/// more threads share stripes correctly (the adds are atomic).
+const STRIPES: usize = 4;
+
+/// What a tally counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Field {
+    Pings = 0,
+    Reserved,
+    Confirmed,
+    Claimed,
+    Expired,
+    Converted,
+    /// Thousandths of a dollar paid for converted calls.
+    PayoutMilli,
+}
+
+const FIELDS: usize = 8;
+
+#[derive(Default)]
+pub struct Tally {
+    stripes: [CachePadded<[AtomicU64; FIELDS]>; STRIPES],
+}
+
+impl std::fmt::Debug for Tally {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tally(pings: {})", self.get(Field::Pings))
+    }
+}
+
+fn stripe() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static STRIPE: usize = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES;
+    }
+    STRIPE.with(|s| *s)
+}
+
+impl Tally {
+    #[inline]
+    pub fn add(&self, field: Field, n: u64) {
+        self.stripes[stripe()][field as usize].fetch_add(n, Ordering::Relaxed);
+    }
+
+    #[inline]
+    pub fn bump(&self, field: Field) {
+        self.add(field, 1);
+    }
+
+    pub fn get(&self, field: Field) -> u64 {
+        self.stripes.iter().map(|s| s[field as usize].load(Ordering::Relaxed)).sum()
+    }
+
+    /// Sets a field to `value` (snapshots restore tallies).
+    pub fn set(&self, field: Field, value: u64) {
+        for (i, s) in self.stripes.iter().enumerate() {
+            s[field as usize].store(if i == 0 { value } else { 0 }, Ordering::Relaxed);
+        }
+    }
+
+    /// The tally as JSON, with the claim-to-ping ratio.
+    pub fn to_json(&self) -> Value {
+        let pings = self.get(Field::Pings);
+        let claimed = self.get(Field::Claimed);
+        json!({
+            "pings": pings,
+            "reserved": self.get(Field::Reserved),
+            "confirmed": self.get(Field::Confirmed),
+            "claimed": claimed,
+            "expired": self.get(Field::Expired),
+            "converted": self.get(Field::Converted),
+            "payout": self.get(Field::PayoutMilli) as f64 / 1000.0,
+            "claim_ratio": if pings == 0 { 0.0 } else { claimed as f64 / pings as f64 },
+        })
+    }
+}
+
+/// The `/stats` report: every key, publisher and target, with caps.
+pub fn report(routing: &Routing, states: &States, now_ms: u64) -> Value {
+    let mut keys = Map::new();
+    let mut targets = Map::new();
+    for campaign in &routing.campaigns {
+        for key in &campaign.keys {
+            let mut entry = key.state.tally.to_json();
+            entry["campaign_id"] = json!(campaign.id.as_str());
+            keys.insert(key.key.to_string(), entry);
+        }
+        for target in &campaign.targets {
+            let counters = &target.state.counters;
+            let w = Windows::at(&target.zone, now_ms);
+            let mut caps = Map::new();
+            let limits = &target.limits;
+            for (name, cap, filled) in [
+                ("hourly", limits.hourly, counters.hourly.get(w.hour)),
+                ("daily", limits.daily, counters.daily.get(w.day)),
+                ("monthly", limits.monthly, counters.monthly.get(w.month)),
+                ("hard", limits.hard, counters.hard.get(0)),
+                ("concurrency", limits.concurrency, counters.concurrency.get()),
+            ] {
+                caps.insert(name.to_owned(), json!({ "cap": cap, "filled": filled }));
+            }
+            let mut entry = target.state.tally.to_json();
+            entry["campaign_id"] = json!(campaign.id.as_str());
+            entry["name"] = json!(target.name.as_ref());
+            entry["live_calls"] = json!(counters.calls.get());
+            entry["caps"] = Value::Object(caps);
+            targets.insert(target.id.as_str().to_owned(), entry);
+        }
+    }
+    let mut publishers = Map::new();
+    for (index, id) in states.publishers.all() {
+        let tally = states.publishers.tally(index);
+        if tally.get(Field::Pings) == 0 && index == 0 {
+            continue;
+        }
+        let mut entry = tally.to_json();
+        if let Some(name) = routing.publishers.get(id.as_ref()) {
+            entry["name"] = json!(name.as_ref());
+        }
+        publishers.insert(id.to_string(), entry);
+    }
+    json!({ "keys": keys, "publishers": publishers, "targets": targets })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stripes_sum_across_threads() {
+        let tally = std::sync::Arc::new(Tally::default());
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let tally = tally.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..1_000 {
+                        tally.bump(Field::Pings);
+                    }
+                    tally.add(Field::PayoutMilli, 1_500);
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(tally.get(Field::Pings), 8_000);
+        let json = tally.to_json();
+        assert_eq!(json["payout"], 12.0);
+        tally.set(Field::Pings, 5);
+        assert_eq!(tally.get(Field::Pings), 5);
+    }
+}
