@@ -4,38 +4,8 @@ mod common;
 
 use common::*;
 
-/// A campaign on KEY with the given criteria and targets (TOML fragments).
 fn campaign(criteria: &str, targets: &str) -> String {
-    format!(
-        r#"
-[server]
-admin_token = "{ADMIN}"
-switch_token = "{SWITCH}"
-
-[[campaigns]]
-id = "c"
-tracking_numbers = ["+18444021146"]
-
-[[campaigns.rtb_keys]]
-key = "{KEY}"
-{criteria}
-{targets}
-"#
-    )
-}
-
-const ANY_PAYS_ONE: &str = r#"
-[[campaigns.conversion_criteria]]
-publisher_id = "*"
-payout = 1
-duration_secs = 60
-"#;
-
-fn target(id: &str, extra: &str) -> String {
-    format!(
-        "[[campaigns.targets]]\nid = \"{id}\"\nnumber = \"+1800555{:04}\"\n{extra}\n",
-        id.len() * 7 % 10_000
-    )
+    campaign_config("", "", criteria, targets)
 }
 
 async fn winner(t: &TestServer, caller: u32) -> (serde_json::Value, serde_json::Value) {

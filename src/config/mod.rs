@@ -155,6 +155,79 @@ weight = 0
         assert!(all.contains("bad.toml:13:10: campaigns[0].targets[0].weight: must be at least 1"), "{all}");
     }
 
+    /// The problems of a one-target campaign whose target and criterion
+    /// carry `target_extra` and `criterion`.
+    fn problems(target_extra: &str, criterion: &str) -> String {
+        let text = format!(
+            "[[campaigns]]\nid = \"c\"\ntracking_numbers = [\"+18005550100\"]\n\n\
+             [[campaigns.conversion_criteria]]\npublisher_id = \"*\"\n{criterion}\n\n\
+             [[campaigns.targets]]\nid = \"t\"\nnumber = \"+18005550101\"\n{target_extra}\n"
+        );
+        match parse_with_env(&text, "v.toml", no_env) {
+            Ok(_) => String::new(),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    const FIXED: &str = "payout = 1\nduration_secs = 60";
+
+    #[test]
+    fn routing_rule_fields_are_validated() {
+        assert_eq!(problems("time_zone = \"America/New_York\"", FIXED), "");
+        let cases = [
+            (
+                "time_zone = \"Mars/Base\"",
+                FIXED,
+                "campaigns[0].targets[0].time_zone: \"Mars/Base\" is not an IANA time zone",
+            ),
+            (
+                "business_hours = [ { day_of_week = 1, time_open = 1700, time_close = 900 } ]",
+                FIXED,
+                "campaigns[0].targets[0].business_hours[0]: time_close 0900 is not after time_open 1700; set inverted = true",
+            ),
+            (
+                "business_hours = [ { day_of_week = 7 } ]",
+                FIXED,
+                "day_of_week 7 is not 0 (Sunday) to 6 (Saturday)",
+            ),
+            (
+                "business_hours = [ { day_of_week = 1, time_open = 975 } ]",
+                FIXED,
+                "975 is not a time of day as HHMM",
+            ),
+            (
+                "business_hours = [ { day_of_week = 1, time_open = \"9am\" } ]",
+                FIXED,
+                "\"9am\" is not a time as HHMM",
+            ),
+            ("caps = { hourly = -1 }", FIXED, "invalid value: integer `-1`"),
+            ("caps = { weekly = 3 }", FIXED, "unknown field `weekly`"),
+            ("concurrency_cap = -2", FIXED, "invalid value: integer `-2`"),
+            ("dedupe_secs = 99999999999", FIXED, "dedupe_secs: must be at most 31536000"),
+            ("filters = { \"bad name\" = [\"x\"] }", FIXED, "\"bad name\" is not a tag a ping can carry"),
+            ("filters = { state = [] }", FIXED, "needs at least one pattern"),
+            (
+                "",
+                "payout_percent = 1001\npayout_tag = \"bid\"\nduration_secs = 60",
+                "1001 is not a percent between 0 and 1000",
+            ),
+            (
+                "",
+                "payout_percent = -5\npayout_tag = \"bid\"\nduration_secs = 60",
+                "-5 is not a percent between 0 and 1000",
+            ),
+            ("", "payout_percent = 70\nduration_secs = 60", "payout_percent needs payout_tag"),
+            ("", "payout = 1\npayout_percent = 70\npayout_tag = \"b\"\nduration_secs = 60", "not both"),
+            ("", "payout = 1", "needs duration_secs or duration_tag"),
+            ("", "payout = 1\nduration_tag = \"has space\"", "\"has space\" is not a tag name"),
+        ];
+        for (target, criterion, expected) in cases {
+            let got = problems(target, criterion);
+            assert!(got.contains(expected), "{target} / {criterion}:\n  got {got}\n  want {expected}");
+            assert!(got.starts_with("v.toml:"), "{got}");
+        }
+    }
+
     #[test]
     fn env_tokens_override_the_file() {
         let text = "[server]\nadmin_token = \"file\"\n";

@@ -149,3 +149,76 @@ pub fn enc(s: &str) -> String {
 pub fn flow_statuses(record: &Value) -> Vec<String> {
     record["call_flow"].as_array().unwrap().iter().map(|e| e["status"].as_str().unwrap().to_owned()).collect()
 }
+
+/// A config with one campaign on KEY. The arguments are TOML fragments:
+/// lines for the campaign table, lines for the RTB key table, the criteria
+/// and the targets.
+pub fn campaign_config(campaign_extra: &str, key_extra: &str, criteria: &str, targets: &str) -> String {
+    format!(
+        r#"
+[server]
+admin_token = "{ADMIN}"
+switch_token = "{SWITCH}"
+
+[[campaigns]]
+id = "c"
+tracking_numbers = ["+18444021146"]
+{campaign_extra}
+
+[[campaigns.rtb_keys]]
+key = "{KEY}"
+{key_extra}
+
+{criteria}
+
+{targets}
+"#
+    )
+}
+
+/// Conversion criteria paying $1 for 60 s to anyone.
+pub const ANY_PAYS_ONE: &str = r#"
+[[campaigns.conversion_criteria]]
+publisher_id = "*"
+payout = 1
+duration_secs = 60
+"#;
+
+/// A target table with a distinct valid number.
+pub fn target(id: &str, extra: &str) -> String {
+    let n: u32 = id.bytes().map(u32::from).sum::<u32>() % 10_000;
+    format!("[[campaigns.targets]]\nid = \"{id}\"\nnumber = \"+1800555{n:04}\"\n{extra}\n")
+}
+
+/// Milliseconds since the epoch of an RFC 3339 time.
+pub fn at(text: &str) -> u64 {
+    text.parse::<jiff::Timestamp>().unwrap().as_millisecond() as u64
+}
+
+impl TestServer {
+    /// Pings for `caller` with extra query `tags`, and reads its record.
+    pub async fn ping_and_record(&self, caller: &str, tags: &str) -> (Value, Value) {
+        let (status, body) =
+            self.ping(&format!("key={KEY}&publisher_id=pub1&caller_number={caller}{tags}")).await;
+        assert_eq!(status, 200, "{body}");
+        let (_, record) = self.record(body["uuid"].as_str().unwrap()).await;
+        (body, record)
+    }
+
+    /// GET /stats.
+    pub async fn stats(&self) -> Value {
+        let (status, body) = self.send(reqwest::Method::GET, "/stats", Some(ADMIN), None).await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+}
+
+/// The call_flow entry of `target`, the first one.
+pub fn flow_entry<'a>(record: &'a Value, target: &str) -> &'a Value {
+    record["call_flow"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["target_id"] == target)
+        .unwrap_or_else(|| panic!("no call_flow entry for {target}: {record}"))
+}
