@@ -7,11 +7,14 @@
 use std::sync::Arc;
 
 use arc_swap::{ArcSwap, Guard};
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 
 use crate::caps::{Full, Limits, Windows};
 use crate::clock::Clock;
-use crate::config::Routing;
+use crate::config::{Campaign, Key, Routing};
 use crate::error::Rejection;
+use crate::json;
 use crate::params::Params;
 use crate::phone::{Dial, Phone, PhoneError};
 use crate::records::{CallEnd, Record, Tags};
@@ -21,11 +24,12 @@ use crate::stats::{self, Field, Tally};
 use crate::status::{Detailed, Info, Status};
 use crate::sym::Sym;
 use crate::table::{Live, SHARDS, Scope, Shard, Table};
+use crate::webhook::{self, Verdict};
 use crate::zone::Zone;
 
-/// The terms of a reservation, as a publisher sees them.
+/// A reservation, as a publisher sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Terms {
+pub struct Reservation {
     pub uuid: u128,
     pub status: Status,
     pub payout_milli: u64,
@@ -40,7 +44,7 @@ pub struct Terms {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Answer {
     /// A live reservation: `reserved` or `confirmed`.
-    Reservation(Terms),
+    Reservation(Reservation),
     /// Nothing held for the caller: `no-target` or `rejected`, with the
     /// detailed status that explains it.
     Nothing { uuid: u128, status: Status, reason: Detailed, info: Info },
@@ -80,11 +84,81 @@ pub enum Confirming {
     Caller(Phone),
 }
 
+/// What a ping asks for next.
+pub enum Pinged {
+    Done(Answer),
+    /// Buyers must be asked first: finish with [`Engine::settle`].
+    Bidding(Box<Auction>),
+}
+
+/// A ping waiting on its buyers' webhooks. It holds the config it started
+/// with, and its in-flight mark is cleared however it ends, even if it is
+/// dropped unfinished (the publisher went away).
+pub struct Auction {
+    routing: Arc<Routing>,
+    campaign: usize,
+    key: usize,
+    inbound: Option<Phone>,
+    publisher_index: u32,
+    uuid: u128,
+    caller: Phone,
+    publisher: Box<str>,
+    tags: Params<'static>,
+    judged: route::Judged,
+    requests: Vec<(usize, webhook::Request)>,
+    guard: InFlight,
+}
+
+impl Auction {
+    /// The config the ping started with.
+    pub fn routing(&self) -> &Routing {
+        &self.routing
+    }
+}
+
+/// Clears a ping's in-flight mark when dropped while still armed.
+struct InFlight {
+    table: Arc<Table>,
+    clock: Clock,
+    caller: Phone,
+    uuid: u128,
+    armed: bool,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let now = self.clock.now_ms();
+        let mut shard = self.table.lock(Table::shard_of_caller(self.caller));
+        shard.take_live(self.caller, self.uuid);
+        if let Some(record) = shard.records.get_mut(self.uuid)
+            && record.status == Status::Processing
+        {
+            record.status = Status::Rejected;
+            let info = Info::Static("the ping ended before its buyers answered (the publisher went away)");
+            record.push(now, None, Detailed::Rejected, info);
+        }
+    }
+}
+
+/// Where a ping came in: its campaign and key, the inbound number it asked
+/// for, and its publisher.
+struct Origin<'a> {
+    campaign: &'a Campaign,
+    key: &'a Key,
+    inbound: Option<Phone>,
+    publisher: u32,
+}
+
 pub struct Engine {
     routing: ArcSwap<Routing>,
-    table: Table,
+    table: Arc<Table>,
     clock: Clock,
     states: States,
+    /// The client every webhook call shares.
+    client: reqwest::Client,
 }
 
 /// Info of the dead line: a call that matches no reservation.
@@ -110,7 +184,13 @@ impl Engine {
         routing.attach(&states);
         routing.version = 1;
         routing.loaded_at_ms = now;
-        Engine { routing: ArcSwap::from_pointee(routing), table: Table::new(now), clock, states }
+        Engine {
+            routing: ArcSwap::from_pointee(routing),
+            table: Arc::new(Table::new(now)),
+            clock,
+            states,
+            client: webhook::client(),
+        }
     }
 
     /// The routing config now. A ping holds it from start to end.
@@ -134,7 +214,7 @@ impl Engine {
     }
 
     /// `POST /rtbs.json`: finds a buyer for a caller and reserves it.
-    pub fn ping(&self, routing: &Routing, params: &Params) -> Result<Answer, Rejection> {
+    pub fn ping(&self, routing: &Arc<Routing>, params: &Params) -> Result<Pinged, Rejection> {
         // Who is asking, for whom.
         let key = required(params, "key")?;
         let publisher = params
@@ -155,7 +235,7 @@ impl Engine {
                 Some(text) => Confirming::Uuid(parse_uuid(text)?),
                 None => Confirming::Caller(caller),
             };
-            return self.confirm(routing, key, which);
+            return self.confirm(routing, key, which).map(Pinged::Done);
         }
 
         let inbound = match params.get("inbound_number").filter(|n| !n.is_empty()) {
@@ -173,24 +253,24 @@ impl Engine {
         };
 
         let publisher_index = self.states.publishers.index(publisher);
-        let publisher_tally = self.states.publishers.tally(publisher_index);
         rtb_key.state.tally.bump(Field::Pings);
-        publisher_tally.bump(Field::Pings);
+        self.states.publishers.tally(publisher_index).bump(Field::Pings);
 
         let now = self.clock.now_ms();
         let shard_index = Table::shard_of_caller(caller);
         let mut shard = self.table.lock(shard_index);
 
         // Ping Shield: a live reservation for this caller is echoed, and the
-        // buyers are not asked again.
+        // buyers are not asked again; a ping still waiting on buyers is
+        // already being processed.
         if let Some(live) = shard.find_live(caller, Scope::Key(rtb_key.id), now) {
-            return Ok(match live.status {
+            return Ok(Pinged::Done(match live.status {
                 Status::Processing => Answer::Processing { uuid: live.uuid },
-                _ => Answer::Reservation(terms(live, true)),
-            });
+                _ => Answer::Reservation(reservation(live, true)),
+            }));
         }
 
-        // Route, then record what happened.
+        // Judge the targets.
         let uuid = shard.new_uuid(shard_index);
         let mut flow = Vec::new();
         let ping = route::Ping {
@@ -201,7 +281,7 @@ impl Engine {
             history: shard.history(caller),
             count_caps: rtb_key.add_to_caps_on_reserved,
         };
-        let routed = route::route(campaign, &ping, &mut flow);
+        let judged = route::judge(campaign, &ping, &mut flow);
         let mut record = Record {
             created_ms: now,
             expires_ms: 0,
@@ -217,24 +297,164 @@ impl Engine {
             seconds: 0,
             end: None,
             tags: Tags::new(params.tags()),
-            flow,
+            flow: Vec::new(),
+            pixels: Vec::new(),
         };
-        let inbound = inbound.or_else(|| campaign.next_tracking_number());
-        let answer = match (routed, inbound) {
+        let origin = Origin { campaign, key: rtb_key, inbound, publisher: publisher_index };
+        let routed = match judged {
+            Err(verdict) => verdict,
+            // Buyers to ask: the ping goes on without the lock (see `settle`).
+            Ok(judged) if !judged.asks.is_empty() => {
+                let requests = judged
+                    .asks
+                    .iter()
+                    .filter_map(|&t| webhook_request(campaign, rtb_key, t, &ping).map(|r| (t, r)))
+                    .collect();
+                let tags = params.owned_tags();
+                record.status = Status::Processing;
+                record.flow = flow;
+                shard.add_live(caller, Live::processing(uuid, rtb_key.id, campaign.id, publisher_index));
+                shard.add_record(uuid, record);
+                let (c, k) = routing.key_position(key).unwrap_or_default();
+                return Ok(Pinged::Bidding(Box::new(Auction {
+                    routing: routing.clone(),
+                    campaign: c,
+                    key: k,
+                    inbound,
+                    publisher_index,
+                    uuid,
+                    caller,
+                    publisher: publisher.into(),
+                    tags,
+                    judged,
+                    requests,
+                    guard: InFlight {
+                        table: self.table.clone(),
+                        clock: self.clock.clone(),
+                        caller,
+                        uuid,
+                        armed: true,
+                    },
+                })));
+            }
+            Ok(judged) => judged.choose(campaign, &ping, &mut flow),
+        };
+        record.flow = flow;
+        let (answer, live) = self.conclude(&mut record, uuid, now, routed, &origin);
+        if let Some(live) = live {
+            shard.add_live(caller, live);
+        }
+        shard.add_record(uuid, record);
+        shard.evict(now, routing.server.record_retention_ms, records_per_shard(routing), false);
+        Ok(Pinged::Done(answer))
+    }
+
+    /// Finishes a ping that asked buyers: asks them all at once, each within
+    /// its deadline (never past the key's `timeout_ms`), then picks among
+    /// the bids and the static targets, and answers as soon as the last
+    /// buyer answered or its deadline passed.
+    pub async fn settle(&self, auction: Box<Auction>) -> Answer {
+        let Auction {
+            routing,
+            campaign,
+            key,
+            inbound,
+            publisher_index,
+            uuid,
+            caller,
+            publisher,
+            mut tags,
+            judged,
+            requests,
+            mut guard,
+        } = *auction;
+        let (Some(campaign), Some(rtb_key)) =
+            (routing.campaigns.get(campaign), routing.campaigns.get(campaign).and_then(|c| c.keys.get(key)))
+        else {
+            return Answer::Expired { uuid };
+        };
+        let mut asks: FuturesUnordered<_> = requests
+            .into_iter()
+            .filter_map(|(target, request)| {
+                let hook = campaign.targets.get(target)?.webhook.as_deref()?;
+                Some(async move { (target, webhook::ask(&self.client, hook, request).await) })
+            })
+            .collect();
+        let mut answers = Vec::new();
+        while let Some(answer) = asks.next().await {
+            answers.push(answer);
+        }
+        answers.sort_by_key(|(target, _)| *target);
+
+        // What the buyers said becomes tags, so criteria can price a bid.
+        for (target, (verdict, _)) in &answers {
+            if let (Verdict::Bid(bid), Some(t)) = (verdict, campaign.targets.get(*target)) {
+                let mut text = Vec::new();
+                json::write_money(&mut text, bid.milli);
+                tags.put(format!("retreaver_rtb_{}_bid", t.id), String::from_utf8_lossy(&text).into_owned());
+                if let Some(timer) = bid.timer {
+                    tags.put(format!("retreaver_rtb_{}_timer", t.id), timer.to_string());
+                }
+            }
+        }
+
+        let now = self.clock.now_ms();
+        let mut shard = self.table.lock(Table::shard_of_caller(caller));
+        guard.armed = false;
+        shard.take_live(caller, uuid);
+        let mut judged = judged;
+        let mut flow = Vec::new();
+        let ping = route::Ping {
+            publisher: &publisher,
+            caller,
+            params: &tags,
+            now_ms: now,
+            history: shard.history(caller),
+            count_caps: rtb_key.add_to_caps_on_reserved,
+        };
+        for (target, (verdict, _)) in &answers {
+            judged.bid(campaign, &ping, *target, verdict, &mut flow);
+        }
+        let routed = judged.choose(campaign, &ping, &mut flow);
+        let origin = Origin { campaign, key: rtb_key, inbound, publisher: publisher_index };
+        // A ping in flight is pinned in the records, so its record is there.
+        let Some(record) = shard.records.get_mut(uuid) else { return Answer::Expired { uuid } };
+        record.flow.extend(flow);
+        record.pixels = answers.into_iter().map(|(_, (_, pixel))| pixel).collect();
+        record.tags = Tags::new(tags.tags());
+        let (answer, live) = self.conclude(record, uuid, now, routed, &origin);
+        if let Some(live) = live {
+            shard.add_live(caller, live);
+        }
+        answer
+    }
+
+    /// Writes how a ping ended into its record; the live reservation to add,
+    /// if one was made.
+    fn conclude(
+        &self,
+        record: &mut Record,
+        uuid: u128,
+        now: u64,
+        routed: Routed,
+        origin: &Origin<'_>,
+    ) -> (Answer, Option<Live>) {
+        let inbound = origin.inbound.or_else(|| origin.campaign.next_tracking_number());
+        match (routed, inbound) {
             (Routed::Winner(winner), Some(inbound)) => {
-                let target = &campaign.targets[winner.target];
+                let target = &origin.campaign.targets[winner.target];
                 let live = Live {
                     uuid,
-                    key: rtb_key.id,
-                    campaign: campaign.id,
+                    key: origin.key.id,
+                    campaign: origin.campaign.id,
                     status: Status::Reserved,
-                    expires_ms: now + rtb_key.ttl_ms,
+                    expires_ms: now + origin.key.ttl_ms,
                     target: Some(target.id),
                     inbound: Some(inbound),
                     payout_milli: winner.price.payout_milli,
                     seconds: winner.price.seconds,
                     counted_ms: winner.counted_ms,
-                    publisher: publisher_index,
+                    publisher: origin.publisher,
                 };
                 record.status = Status::Reserved;
                 record.expires_ms = live.expires_ms;
@@ -244,26 +464,20 @@ impl Engine {
                 record.payout_milli = live.payout_milli;
                 record.seconds = live.seconds;
                 record.push(now, Some(target.id), Detailed::Reserved, Info::None);
-                rtb_key.state.tally.bump(Field::Reserved);
-                publisher_tally.bump(Field::Reserved);
+                origin.key.state.tally.bump(Field::Reserved);
+                self.states.publishers.tally(origin.publisher).bump(Field::Reserved);
                 target.state.tally.bump(Field::Reserved);
-                let answer = Answer::Reservation(terms(&live, false));
-                shard.add_live(caller, live);
-                answer
+                (Answer::Reservation(reservation(&live, false)), Some(live))
             }
             // Validation requires tracking numbers; kept for safety.
-            (Routed::Winner(_), None) => nothing(
-                &mut record,
-                uuid,
-                Status::NoTarget,
-                Detailed::NoTarget,
-                Info::Static("the campaign has no tracking number"),
-            ),
-            (Routed::Nobody { status, reason, info }, _) => nothing(&mut record, uuid, status, reason, info),
-        };
-        shard.add_record(uuid, record);
-        shard.evict(now, routing.server.record_retention_ms, records_per_shard(routing), false);
-        Ok(answer)
+            (Routed::Winner(_), None) => {
+                let info = Info::Static("the campaign has no tracking number");
+                (nothing(record, uuid, Status::NoTarget, Detailed::NoTarget, info), None)
+            }
+            (Routed::Nobody { status, reason, info }, _) => {
+                (nothing(record, uuid, status, reason, info), None)
+            }
+        }
     }
 
     /// Confirms a reservation: `PUT /rtbs/{uuid}.json`, or a ping with
@@ -324,7 +538,7 @@ impl Engine {
                     }
                 }
                 if let Some(live) = shard.live_mut(caller, uuid) {
-                    return Ok(Answer::Reservation(terms(live, false)));
+                    return Ok(Answer::Reservation(reservation(live, false)));
                 }
             }
             Some((_, false, ..)) => self.expire(routing, shard, caller, uuid),
@@ -526,6 +740,27 @@ impl Engine {
     }
 }
 
+/// The request to buyer `target` for this ping: templates filled from its
+/// tags, within the buyer's deadline (never past the key's).
+fn webhook_request(
+    campaign: &Campaign,
+    key: &Key,
+    target: usize,
+    ping: &route::Ping<'_, '_>,
+) -> Option<webhook::Request> {
+    let t = campaign.targets.get(target)?;
+    let hook = t.webhook.as_deref()?;
+    let lookup = |name: &str| ping.tag(name);
+    let timeout_ms = hook.timeout_ms.map_or(key.timeout_ms, |ms| ms.min(key.timeout_ms));
+    Some(webhook::Request {
+        target: t.id,
+        method: hook.method,
+        url: hook.url.render(lookup, webhook::Escape::Url),
+        body: hook.body.as_ref().map(|b| b.render(lookup, webhook::Escape::Json)),
+        timeout: std::time::Duration::from_millis(timeout_ms),
+    })
+}
+
 /// Each shard keeps its share of `max_records`.
 fn records_per_shard(routing: &Routing) -> usize {
     routing.server.max_records.div_ceil(SHARDS).max(1)
@@ -537,8 +772,8 @@ fn nothing(record: &mut Record, uuid: u128, status: Status, reason: Detailed, in
     Answer::Nothing { uuid, status, reason, info }
 }
 
-fn terms(live: &Live, echo: bool) -> Terms {
-    Terms {
+fn reservation(live: &Live, echo: bool) -> Reservation {
+    Reservation {
         uuid: live.uuid,
         status: live.status,
         payout_milli: live.payout_milli,

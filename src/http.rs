@@ -15,6 +15,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::{Body as _, Incoming};
 use hyper::header::{ALLOW, AUTHORIZATION, CONTENT_LENGTH, HeaderMap, HeaderValue};
@@ -24,7 +25,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
-use crate::engine::{self, Confirming, Engine};
+use crate::engine::{self, Auction, Confirming, Engine, Pinged};
 use crate::error::Rejection;
 use crate::params::Params;
 use crate::reply::{self, Body};
@@ -100,7 +101,13 @@ impl hyper::service::Service<Request<Incoming>> for Handler {
     fn call(&self, req: Request<Incoming>) -> Reply {
         if req.body().is_end_stream() {
             let (parts, _) = req.into_parts();
-            return Reply::Ready(Some(respond(&self.engine, &parts, &[])));
+            return match respond(&self.engine, &parts, &[]) {
+                Handled::Response(response) => Reply::Ready(Some(response)),
+                Handled::Auction(auction) => {
+                    let engine = self.engine.clone();
+                    Reply::Pending(Box::pin(async move { Ok(settle(&engine, auction).await) }))
+                }
+            };
         }
         if let Some(len) = content_length(req.headers())
             && len > MAX_BODY as u64
@@ -108,12 +115,15 @@ impl hyper::service::Service<Request<Incoming>> for Handler {
             return Reply::Ready(Some(too_large()));
         }
         let engine = self.engine.clone();
-        Reply::Reading(Box::pin(async move {
+        Reply::Pending(Box::pin(async move {
             let (parts, body) = req.into_parts();
             let response = match Limited::new(body, MAX_BODY).collect().await {
                 Ok(collected) => {
                     let body: Bytes = collected.to_bytes();
-                    respond(&engine, &parts, &body)
+                    match respond(&engine, &parts, &body) {
+                        Handled::Response(response) => response,
+                        Handled::Auction(auction) => settle(&engine, auction).await,
+                    }
                 }
                 Err(e) if e.is::<http_body_util::LengthLimitError>() => too_large(),
                 Err(_) => reply::rejection(&Rejection::bad_request("could not read the request body")),
@@ -123,10 +133,23 @@ impl hyper::service::Service<Request<Incoming>> for Handler {
     }
 }
 
-/// The future of one request: ready at once, or reading a body.
+/// Asks the buyers of a ping and answers it. A panic answers 500.
+async fn settle(engine: &Engine, auction: Box<Auction>) -> Response<Body> {
+    let sip_domain = auction.routing().server.sip_domain.clone();
+    match AssertUnwindSafe(engine.settle(auction)).catch_unwind().await {
+        Ok(answer) => reply::answer(&answer, sip_domain.as_deref()),
+        Err(_) => {
+            tracing::error!("ping settlement panicked");
+            internal_error()
+        }
+    }
+}
+
+/// The future of one request: ready at once, or reading a body, or waiting
+/// on buyers.
 pub enum Reply {
     Ready(Option<Response<Body>>),
-    Reading(Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>),
+    Pending(Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>),
 }
 
 impl Future for Reply {
@@ -135,7 +158,7 @@ impl Future for Reply {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.get_mut() {
             Reply::Ready(response) => Poll::Ready(Ok(response.take().unwrap_or_else(internal_error))),
-            Reply::Reading(fut) => fut.as_mut().poll(cx),
+            Reply::Pending(fut) => fut.as_mut().poll(cx),
         }
     }
 }
@@ -152,58 +175,69 @@ fn internal_error() -> Response<Body> {
     reply::rejection(&Rejection::new(500, "internal error").with_status("error"))
 }
 
+/// What answering a request comes to: a response now, or a ping whose
+/// buyers must be asked first.
+pub enum Handled {
+    Response(Response<Body>),
+    Auction(Box<Auction>),
+}
+
 /// Answers one request. A panic below here is a bug; it answers 500 and the
 /// server goes on.
-pub fn respond(engine: &Engine, parts: &hyper::http::request::Parts, body: &[u8]) -> Response<Body> {
+pub fn respond(engine: &Engine, parts: &hyper::http::request::Parts, body: &[u8]) -> Handled {
     std::panic::catch_unwind(AssertUnwindSafe(|| dispatch(engine, parts, body))).unwrap_or_else(|_| {
         tracing::error!(method = %parts.method, path = parts.uri.path(), "request handler panicked");
-        internal_error()
+        Handled::Response(internal_error())
     })
 }
 
-fn dispatch(engine: &Engine, parts: &hyper::http::request::Parts, body: &[u8]) -> Response<Body> {
+fn dispatch(engine: &Engine, parts: &hyper::http::request::Parts, body: &[u8]) -> Handled {
     let uri = &parts.uri;
     if uri.path_and_query().map_or(0, |pq| pq.as_str().len()) > MAX_URI {
-        return reply::rejection(&Rejection::new(414, format!("the URL is over {MAX_URI} bytes")));
+        let r = Rejection::new(414, format!("the URL is over {MAX_URI} bytes"));
+        return Handled::Response(reply::rejection(&r));
     }
     let method = &parts.method;
     let path = uri.path();
     let result = match split(path) {
         ("/rtbs.json", None) => match *method {
-            Method::POST => ping(engine, uri.query(), body),
-            _ => return not_allowed("POST"),
+            Method::POST => match ping(engine, uri.query(), body) {
+                Ok(handled) => return handled,
+                Err(r) => Err(r),
+            },
+            _ => return Handled::Response(not_allowed("POST")),
         },
         ("/rtbs", Some(rest)) if rest.ends_with(".json") => match *method {
             Method::PUT | Method::PATCH => confirm(engine, &rest[..rest.len() - 5], uri.query(), body),
-            _ => return not_allowed("PUT, PATCH"),
+            _ => return Handled::Response(not_allowed("PUT, PATCH")),
         },
         ("/calls", None) => match *method {
             Method::POST => authorized(engine, &parts.headers, Token::Switch)
                 .and_then(|()| claim(engine, uri.query(), body)),
-            _ => return not_allowed("POST"),
+            _ => return Handled::Response(not_allowed("POST")),
         },
         ("/calls", Some(rest)) if rest.ends_with("/end") => match *method {
             Method::POST => authorized(engine, &parts.headers, Token::Switch)
                 .and_then(|()| end(engine, &rest[..rest.len() - 4], uri.query(), body)),
-            _ => return not_allowed("POST"),
+            _ => return Handled::Response(not_allowed("POST")),
         },
         ("/call_reservations", Some(id)) => match *method {
             Method::GET => authorized(engine, &parts.headers, Token::Admin).and_then(|()| record(engine, id)),
-            _ => return not_allowed("GET"),
+            _ => return Handled::Response(not_allowed("GET")),
         },
         ("/stats", None) => match *method {
             Method::GET => {
                 authorized(engine, &parts.headers, Token::Admin).map(|()| reply::value(200, &engine.stats()))
             }
-            _ => return not_allowed("GET"),
+            _ => return Handled::Response(not_allowed("GET")),
         },
         ("/healthz", None) => match *method {
-            Method::GET | Method::HEAD => return health(),
-            _ => return not_allowed("GET"),
+            Method::GET | Method::HEAD => return Handled::Response(health()),
+            _ => return Handled::Response(not_allowed("GET")),
         },
         _ => Err(Rejection::not_found(format!("no such path: {}", truncate(path, 200)))),
     };
-    result.unwrap_or_else(|r| reply::rejection(&r))
+    Handled::Response(result.unwrap_or_else(|r| reply::rejection(&r)))
 }
 
 /// Splits `/calls/123/end` into (`/calls`, Some(`123/end`)).
@@ -264,11 +298,15 @@ fn authorized(engine: &Engine, headers: &HeaderMap, token: Token) -> Result<(), 
 }
 
 /// `POST /rtbs.json`: the hot path.
-fn ping(engine: &Engine, query: Option<&str>, body: &[u8]) -> Result<Response<Body>, Rejection> {
+fn ping(engine: &Engine, query: Option<&str>, body: &[u8]) -> Result<Handled, Rejection> {
     let params = Params::parse(query, body)?;
     let routing = engine.routing();
-    let answer = engine.ping(&routing, &params)?;
-    Ok(reply::answer(&answer, routing.server.sip_domain.as_deref()))
+    Ok(match engine.ping(&routing, &params)? {
+        Pinged::Done(answer) => {
+            Handled::Response(reply::answer(&answer, routing.server.sip_domain.as_deref()))
+        }
+        Pinged::Bidding(auction) => Handled::Auction(auction),
+    })
 }
 
 /// `PUT|PATCH /rtbs/{uuid}.json`.

@@ -21,6 +21,7 @@
 //! | `hours`    | business hours as a bitmap of the week's minutes |
 //! | `caps`     | cap counters and their calendar windows |
 //! | `pricing`  | conversion criteria: payout and seconds |
+//! | `webhook`  | bidding webhooks: templates, the shared client, JSON paths |
 //! | `table`    | the sharded reservation table, indexed by caller and uuid |
 //! | `wheel`    | the hierarchical timing wheel that expires reservations |
 //! | `records`  | the record of each ping, kept for retention |
@@ -58,5 +59,6 @@ pub mod stats;
 pub mod status;
 pub mod sym;
 pub mod table;
+pub mod webhook;
 pub mod wheel;
 pub mod zone;

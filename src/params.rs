@@ -74,6 +74,27 @@ impl<'a> Params<'a> {
         self.tags
     }
 
+    /// An owned copy of the tags (for a ping that outlives its request).
+    pub fn owned_tags(&self) -> Params<'static> {
+        let fields = self
+            .tags()
+            .map(|(n, v)| (Cow::Owned(n.to_owned()), Cow::Owned(v.to_owned())))
+            .collect::<SmallVec<_>>();
+        Params { tags: fields.len(), fields }
+    }
+
+    /// Adds a tag rtbd itself made (a buyer's bid): past the limit on tags,
+    /// replacing a tag of the same name.
+    pub fn put(&mut self, name: String, value: String) {
+        match self.fields.iter_mut().find(|(n, _)| *n == name) {
+            Some(slot) => slot.1 = Cow::Owned(value),
+            None => {
+                self.tags += 1;
+                self.fields.push((Cow::Owned(name), Cow::Owned(value)));
+            }
+        }
+    }
+
     fn set(&mut self, name: Cow<'a, str>, value: Cow<'a, str>) -> Result<(), Rejection> {
         let name = lower_case(name);
         check_name(&name)?;

@@ -17,6 +17,7 @@ use crate::ids;
 use crate::phone::{Dial, Phone};
 use crate::status::{Detailed, Info, Status};
 use crate::sym::Sym;
+use crate::webhook::Pixel;
 
 /// One step of a ping's story.
 #[derive(Clone, Debug, PartialEq)]
@@ -58,6 +59,8 @@ pub struct Record {
     /// Every step so far; for a ping that reserved nothing, the last step
     /// says why.
     pub flow: Vec<Event>,
+    /// Every webhook call made for this ping.
+    pub pixels: Vec<Pixel>,
 }
 
 impl Record {
@@ -132,7 +135,15 @@ impl Record {
             "converted": self.end.map(|e| e.converted),
             "duration_secs": self.end.map(|e| e.duration_secs),
             "call_flow": flow,
-            "fired_pixels": [],
+            "fired_pixels": self.pixels.iter().map(|p| json!({
+                "target_id": p.target.as_str(),
+                "method": p.method.as_str(),
+                "url": p.url.as_ref(),
+                "http_status": p.http_status,
+                "latency_ms": p.latency_ms,
+                "response": p.response.as_ref(),
+                "outcome": p.outcome.as_ref(),
+            })).collect::<Vec<_>>(),
         });
         if let Some((reason, info)) = self.verdict() {
             out["reason"] = json!(reason.as_str());
@@ -291,6 +302,7 @@ mod tests {
             end: None,
             tags: Tags::default(),
             flow: Vec::new(),
+            pixels: Vec::new(),
         }
     }
 

@@ -7,7 +7,7 @@ use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Response, StatusCode};
 
 use crate::clock::write_rfc3339;
-use crate::engine::{Answer, CallAnswer, Ended, Terms};
+use crate::engine::{Answer, CallAnswer, Ended, Reservation};
 use crate::error::Rejection;
 use crate::json::Object;
 
@@ -66,7 +66,7 @@ pub fn answer(answer: &Answer, sip_domain: Option<&str>) -> Response<Body> {
     json(200, o.finish())
 }
 
-fn reservation(o: &mut Object, t: &Terms, sip_domain: Option<&str>) {
+fn reservation(o: &mut Object, t: &Reservation, sip_domain: Option<&str>) {
     o.raw_str("uuid", |b| uuid(b, t.uuid))
         .str("status", t.status.as_str())
         .money("retreaver_payout", t.payout_milli)

@@ -21,6 +21,7 @@ use crate::records::Event;
 use crate::stats::Field;
 use crate::status::{Detailed, Info, Status, UNPRICEABLE};
 use crate::sym::Sym;
+use crate::webhook::Verdict;
 
 /// What routing needs to know about the ping.
 pub struct Ping<'a, 'p> {
@@ -81,11 +82,31 @@ struct Candidate {
     duplicate: bool,
 }
 
+/// The targets of a ping judged so far: candidates, buyers still to ask,
+/// and why the others were passed over.
+pub struct Judged {
+    candidates: SmallVec<[Candidate; 8]>,
+    /// Targets with a webhook that passed every check before it.
+    pub asks: SmallVec<[usize; 4]>,
+    passed_over: PassedOver,
+}
+
 /// Judges every target of `campaign` for `ping`, writing each target passed
-/// over into `flow`, and picks the winner.
+/// over into `flow`, and picks the winner. Webhook targets are left out:
+/// with webhooks, use [`judge`], ask the buyers, then [`Judged::bid`] and
+/// [`Judged::choose`].
 pub fn route(campaign: &Campaign, ping: &Ping<'_, '_>, flow: &mut Vec<Event>) -> Routed {
+    match judge(campaign, ping, flow) {
+        Ok(judged) => judged.choose(campaign, ping, flow),
+        Err(verdict) => verdict,
+    }
+}
+
+/// Judges every target up to its webhook. `Err` is a verdict reached before
+/// any target: no targets, or no criteria for the publisher.
+pub fn judge(campaign: &Campaign, ping: &Ping<'_, '_>, flow: &mut Vec<Event>) -> Result<Judged, Routed> {
     if campaign.targets.is_empty() {
-        return nobody(Status::NoTarget, Detailed::NoTarget, Detailed::NoTarget.summary().into());
+        return Err(nobody(Status::NoTarget, Detailed::NoTarget, Detailed::NoTarget.summary().into()));
     }
     if !pricing::any_for(campaign, ping.publisher) {
         flow.push(Event {
@@ -94,60 +115,113 @@ pub fn route(campaign: &Campaign, ping: &Ping<'_, '_>, flow: &mut Vec<Event>) ->
             status: Detailed::Rejected,
             info: UNPRICEABLE.into(),
         });
-        return nobody(Status::Rejected, Detailed::Rejected, UNPRICEABLE.into());
+        return Err(nobody(Status::Rejected, Detailed::Rejected, UNPRICEABLE.into()));
     }
-
-    let mut candidates: SmallVec<[Candidate; 8]> = SmallVec::new();
-    let mut passed_over = PassedOver::default();
-    let mut pass_over = |flow: &mut Vec<Event>, target: Sym, status: Detailed, info: Info| {
-        passed_over.add(status, &info);
-        flow.push(Event { at_ms: ping.now_ms, target: Some(target), status, info });
-    };
+    let mut judged =
+        Judged { candidates: SmallVec::new(), asks: SmallVec::new(), passed_over: PassedOver::default() };
     for (i, target) in campaign.targets.iter().enumerate() {
         target.state.tally.bump(Field::Pings);
-        match judge(campaign, target, ping) {
-            Ok((price, transfer)) => {
-                let duplicate = ping.reached_recently(target);
-                if duplicate {
-                    flow.push(Event {
-                        at_ms: ping.now_ms,
-                        target: Some(target.id),
-                        status: Detailed::TargetsDuplicateDeprioritized,
-                        info: "the caller reached this target recently: fresh targets go first".into(),
-                    });
-                }
-                candidates.push(Candidate { target: i, price, transfer, duplicate });
+        let verdict = screen(target, ping).and_then(|()| {
+            if target.webhook.is_some() {
+                // Ask only buyers some criterion could price.
+                return match campaign
+                    .criteria
+                    .iter()
+                    .any(|c| c.matches_publisher(ping.publisher) && c.applies_to(target.id))
+                {
+                    true => Ok(None),
+                    false => Err((Detailed::Rejected, UNPRICEABLE.into())),
+                };
             }
-            Err((status, info)) => pass_over(flow, target.id, status, info),
+            settle_terms(campaign, target, ping, None).map(Some)
+        });
+        match verdict {
+            Ok(None) => judged.asks.push(i),
+            Ok(Some((price, transfer))) => judged.admit(target, i, price, transfer, ping, flow),
+            Err((status, info)) => judged.pass_over(flow, ping.now_ms, target.id, status, info),
         }
     }
-
-    // Pick; with `count_caps`, the winner must also fit its caps now, else
-    // the next best is tried.
-    while let Some(i) = pick(campaign, &candidates) {
-        let target = &campaign.targets[candidates[i].target];
-        let mut counted_ms = None;
-        if ping.count_caps {
-            let windows = Windows::at(&target.zone, ping.now_ms);
-            if let Err(full) = target.state.counters.try_count(&target.limits, windows) {
-                pass_over(flow, target.id, full.status(), full.info().into());
-                candidates.swap_remove(i);
-                continue;
-            }
-            counted_ms = Some(ping.now_ms);
-        }
-        let c = candidates.swap_remove(i);
-        return Routed::Winner(Winner { target: c.target, price: c.price, transfer: c.transfer, counted_ms });
-    }
-    passed_over.verdict()
+    Ok(judged)
 }
 
-/// A target's price and number, or why it is passed over.
-fn judge(
-    campaign: &Campaign,
-    target: &Target,
-    ping: &Ping<'_, '_>,
-) -> Result<(Price, Dial), (Detailed, Info)> {
+impl Judged {
+    fn pass_over(&mut self, flow: &mut Vec<Event>, at_ms: u64, target: Sym, status: Detailed, info: Info) {
+        self.passed_over.add(status, &info);
+        flow.push(Event { at_ms, target: Some(target), status, info });
+    }
+
+    fn admit(
+        &mut self,
+        target: &Target,
+        i: usize,
+        price: Price,
+        transfer: Dial,
+        ping: &Ping<'_, '_>,
+        flow: &mut Vec<Event>,
+    ) {
+        let duplicate = ping.reached_recently(target);
+        if duplicate {
+            flow.push(Event {
+                at_ms: ping.now_ms,
+                target: Some(target.id),
+                status: Detailed::TargetsDuplicateDeprioritized,
+                info: "the caller reached this target recently: fresh targets go first".into(),
+            });
+        }
+        self.candidates.push(Candidate { target: i, price, transfer, duplicate });
+    }
+
+    /// Takes in what buyer `target` (an index into the campaign's targets)
+    /// answered. `ping` must already carry the bid's tags.
+    pub fn bid(
+        &mut self,
+        campaign: &Campaign,
+        ping: &Ping<'_, '_>,
+        target: usize,
+        verdict: &Verdict,
+        flow: &mut Vec<Event>,
+    ) {
+        let Some(t) = campaign.targets.get(target) else { return };
+        let outcome = match verdict {
+            Verdict::Failed(why) => Err((Detailed::Rejected, Info::from(why.clone()))),
+            Verdict::NoBid(why) => Err((Detailed::TargetDisqualified, Info::from(why.clone()))),
+            Verdict::Bid(bid) => settle_terms(campaign, t, ping, Some(bid.number.as_deref())),
+        };
+        match outcome {
+            Ok((price, transfer)) => self.admit(t, target, price, transfer, ping, flow),
+            Err((status, info)) => self.pass_over(flow, ping.now_ms, t.id, status, info),
+        }
+    }
+
+    /// Picks the winner among the candidates. With `count_caps`, the winner
+    /// must also fit its caps now, else the next best is tried.
+    pub fn choose(mut self, campaign: &Campaign, ping: &Ping<'_, '_>, flow: &mut Vec<Event>) -> Routed {
+        while let Some(i) = pick(campaign, &self.candidates) {
+            let target = &campaign.targets[self.candidates[i].target];
+            let mut counted_ms = None;
+            if ping.count_caps {
+                let windows = Windows::at(&target.zone, ping.now_ms);
+                if let Err(full) = target.state.counters.try_count(&target.limits, windows) {
+                    self.pass_over(flow, ping.now_ms, target.id, full.status(), full.info().into());
+                    self.candidates.swap_remove(i);
+                    continue;
+                }
+                counted_ms = Some(ping.now_ms);
+            }
+            let c = self.candidates.swap_remove(i);
+            return Routed::Winner(Winner {
+                target: c.target,
+                price: c.price,
+                transfer: c.transfer,
+                counted_ms,
+            });
+        }
+        self.passed_over.verdict()
+    }
+}
+
+/// The checks before pricing: paused, hours, filters, caps, concurrency.
+fn screen(target: &Target, ping: &Ping<'_, '_>) -> Result<(), (Detailed, Info)> {
     if target.paused {
         return Err((Detailed::TargetsPaused, Info::None));
     }
@@ -167,27 +241,43 @@ fn judge(
         }
     }
     let counters = &target.state.counters;
-    if target.limits.hourly.is_some()
-        || target.limits.daily.is_some()
-        || target.limits.monthly.is_some()
-        || target.limits.hard.is_some()
+    let limits = &target.limits;
+    if limits.hourly.is_some() || limits.daily.is_some() || limits.monthly.is_some() || limits.hard.is_some()
     {
         counters
-            .check(&target.limits, Windows::at(&target.zone, ping.now_ms))
+            .check(limits, Windows::at(&target.zone, ping.now_ms))
             .map_err(|full| (full.status(), full.info().into()))?;
     }
-    if counters.simulcapped(&target.limits) {
+    if counters.simulcapped(limits) {
         return Err((Detailed::TargetSimulcapped, "concurrency cap reached".into()));
     }
+    Ok(())
+}
+
+/// Pricing and the transfer number. `buyer_number` is `Some` for a webhook
+/// target: what its answer held at `number_path`, if anything.
+fn settle_terms(
+    campaign: &Campaign,
+    target: &Target,
+    ping: &Ping<'_, '_>,
+    buyer_number: Option<Option<&str>>,
+) -> Result<(Price, Dial), (Detailed, Info)> {
     let tag = |name: &str| ping.params.tags().find(|(n, _)| *n == name).map(|(_, v)| v);
     let price = pricing::price(campaign, ping.publisher, target.id, tag)
         .map_err(|why| (Detailed::Rejected, Info::from(why)))?;
+    let undialable = |text: &str| {
+        let info = format!("the number {text:?} cannot be dialled");
+        (Detailed::UndialableExpression, Info::Text(info.into_boxed_str()))
+    };
+    if let Some(Some(number)) = buyer_number {
+        return Dial::parse(number).map(|dial| (price, dial)).map_err(|_| undialable(number));
+    }
     match &target.number {
         Number::Dial(dial) => Ok((price, dial.clone())),
-        Number::Undialable(text) => Err((
-            Detailed::UndialableExpression,
-            Info::Text(format!("the number {text:?} cannot be dialled").into_boxed_str()),
-        )),
+        Number::Undialable(text) => Err(undialable(text)),
+        Number::FromWebhook => {
+            Err((Detailed::UndialableExpression, Info::Static("the buyer's answer held no number")))
+        }
     }
 }
 

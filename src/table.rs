@@ -67,6 +67,24 @@ pub struct Live {
 }
 
 impl Live {
+    /// The mark of a ping waiting on its buyers: later pings for the caller
+    /// in its scope are `already_processing`.
+    pub fn processing(uuid: u128, key: Sym, campaign: Sym, publisher: u32) -> Live {
+        Live {
+            uuid,
+            key,
+            campaign,
+            status: Status::Processing,
+            expires_ms: 0,
+            target: None,
+            inbound: None,
+            payout_milli: 0,
+            seconds: 0,
+            counted_ms: None,
+            publisher,
+        }
+    }
+
     fn in_scope(&self, scope: Scope) -> bool {
         match scope {
             Scope::Key(k) => self.key == k,

@@ -53,7 +53,7 @@ async fn serve_prints_a_curl_that_gets_a_reservation() {
         }
     };
     let url = curl.split('\'').nth(1).unwrap().to_owned();
-    let response = reqwest::Client::new().post(&url).send().await.unwrap();
+    let response = rtbd::webhook::client().post(&url).send().await.unwrap();
     let body: serde_json::Value = response.json().await.unwrap();
     let _ = child.kill();
     let _ = child.wait();

@@ -18,6 +18,7 @@ use crate::hours::Hours;
 use crate::phone::{Dial, Phone};
 use crate::state::{KeyState, States, TargetState};
 use crate::sym::Sym;
+use crate::webhook::Webhook;
 use crate::zone::Zone;
 
 #[derive(Debug)]
@@ -124,6 +125,8 @@ pub struct Target {
     pub dedupe_ms: u64,
     /// Counters and tallies, kept across reloads (see [`Routing::attach`]).
     pub state: Arc<TargetState>,
+    /// A dynamic buyer: asked for a bid on every ping that reaches it.
+    pub webhook: Option<Box<Webhook>>,
 }
 
 /// Where a target's calls go.
@@ -133,6 +136,8 @@ pub enum Number {
     /// Configured but not a number we can dial: the target answers
     /// `undialable_expression` (the text is kept for the record).
     Undialable(Box<str>),
+    /// None configured: the webhook's answer gives it.
+    FromWebhook,
 }
 
 impl Routing {
@@ -193,6 +198,11 @@ impl Routing {
         let &(c, k) = self.keys.get(key)?;
         let campaign = self.campaigns.get(c as usize)?;
         Some((campaign, campaign.keys.get(k as usize)?))
+    }
+
+    /// Where an RTB key is: (campaign index, key index).
+    pub fn key_position(&self, key: &str) -> Option<(usize, usize)> {
+        self.keys.get(key).map(|&(c, k)| (c as usize, k as usize))
     }
 
     /// The campaign with this id.

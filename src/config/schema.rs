@@ -130,6 +130,22 @@ pub struct Target {
     pub caps: Caps,
     pub concurrency_cap: Option<u32>,
     pub dedupe_secs: Option<u64>,
+    pub webhook: Option<Webhook>,
+}
+
+/// A passthrough bidding webhook.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Webhook {
+    pub url: String,
+    pub method: Option<String>,
+    pub body: Option<String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    pub bid_path: String,
+    pub timer_path: Option<String>,
+    pub number_path: Option<String>,
+    pub timeout_ms: Option<u64>,
 }
 
 fn one() -> u32 {

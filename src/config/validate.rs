@@ -18,7 +18,9 @@ use crate::hours::{Hours, Shift};
 use crate::params;
 use crate::phone::{Dial, Phone};
 use crate::sym::Sym;
+use crate::webhook::{Escape, Method, Path as WebhookPath, Template, Webhook};
 use crate::zone::Zone;
+use reqwest::header::{HeaderName, HeaderValue};
 
 /// Largest payout a criterion may set, in dollars.
 pub const MAX_PAYOUT: f64 = 1_000_000.0;
@@ -218,9 +220,11 @@ fn campaign(
                 format!("duplicate target id {:?} (target ids are unique in the file)", t.id),
             );
         }
+        let webhook = t.webhook.map(|w| webhook(check, &tpath.key("webhook"), w));
         let number = match t.number {
+            None if webhook.as_ref().is_some_and(|w| w.number_path.is_some()) => Number::FromWebhook,
             None => {
-                check.error(tpath.key("number"), "a target needs a number");
+                check.error(tpath.key("number"), "a target needs a number (or a webhook with number_path)");
                 Number::Undialable("".into())
             }
             Some(text) => match Dial::parse(&text) {
@@ -310,6 +314,7 @@ fn campaign(
             limits,
             dedupe_ms: dedupe_secs.min(MAX_DEDUPE_SECS) * 1000,
             state: Arc::default(),
+            webhook: webhook.map(Box::new),
         });
     }
     if targets.is_empty() {
@@ -453,4 +458,63 @@ fn campaign(
         criteria,
         targets,
     )
+}
+
+fn webhook(check: &mut Checker, path: &Path, w: schema::Webhook) -> Webhook {
+    let url = Template::parse(&w.url);
+    // The URL must parse whatever the tags hold.
+    let sample = url.render(|_| Some("x".into()), Escape::Url);
+    match reqwest::Url::parse(&sample) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+        _ => check.error(path.key("url"), format!("{:?} is not an http(s) URL", w.url)),
+    }
+    let method = match w.method.as_deref().map(str::to_ascii_uppercase).as_deref() {
+        Some("GET") => Method::Get,
+        Some("POST") => Method::Post,
+        None if w.body.is_some() => Method::Post,
+        None => Method::Get,
+        Some(other) => {
+            check.error(path.key("method"), format!("{other:?} is not GET or POST"));
+            Method::Get
+        }
+    };
+    if method == Method::Get && w.body.is_some() {
+        check.error(path.key("body"), "a body needs method = \"POST\"");
+    }
+    let mut headers = Vec::new();
+    for (name, value) in &w.headers {
+        match (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
+            (Ok(n), Ok(v)) => headers.push((n, v)),
+            _ => check.error(
+                path.key("headers").key(name),
+                format!("{name:?}: {value:?} is not a valid HTTP header"),
+            ),
+        }
+    }
+    let mut path_of = |field: &str, text: &str| match WebhookPath::parse(text) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            check.error(path.key(field), e);
+            None
+        }
+    };
+    let bid_path = path_of("bid_path", &w.bid_path);
+    let timer_path = w.timer_path.as_deref().and_then(|t| path_of("timer_path", t));
+    let number_path = w.number_path.as_deref().and_then(|t| path_of("number_path", t));
+    if let Some(ms) = w.timeout_ms
+        && (ms == 0 || ms > MAX_TIMEOUT_MS)
+    {
+        check.error(path.key("timeout_ms"), format!("must be between 1 and {MAX_TIMEOUT_MS}"));
+    }
+    Webhook {
+        url,
+        method,
+        body: w.body.as_deref().map(Template::parse),
+        headers,
+        // A bad path has been reported; the file will not load.
+        bid_path: bid_path.unwrap_or_default(),
+        timer_path,
+        number_path,
+        timeout_ms: w.timeout_ms,
+    }
 }

@@ -63,7 +63,7 @@ impl TestServer {
             Options { listen: Some("127.0.0.1:0".parse().unwrap()), clock: clock.clock(), tick: None };
         let server = Server::start(routing, options).await.expect("start");
         let base = format!("http://{}", server.addr());
-        let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
+        let client = rtbd::webhook::client();
         TestServer { server, clock, base, client }
     }
 
