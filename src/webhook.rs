@@ -391,14 +391,13 @@ fn describe(e: &reqwest::Error) -> String {
     } else if e.is_timeout() {
         "timed out".to_owned()
     } else {
-        let mut text = e.to_string();
-        let mut source = std::error::Error::source(e);
-        while let Some(inner) = source {
-            text.push_str(": ");
-            text.push_str(&inner.to_string());
-            source = inner.source();
+        // The root cause says most ("connection closed before message
+        // completed"); the outer layers repeat the URL.
+        let mut cause: &dyn std::error::Error = e;
+        while let Some(inner) = cause.source() {
+            cause = inner;
         }
-        text
+        cause.to_string()
     }
 }
 

@@ -222,3 +222,127 @@ pub fn flow_entry<'a>(record: &'a Value, target: &str) -> &'a Value {
         .find(|e| e["target_id"] == target)
         .unwrap_or_else(|| panic!("no call_flow entry for {target}: {record}"))
 }
+
+// ---- buyers: real HTTP servers on 127.0.0.1 that bid, stall or fail ----
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// What a buyer saw of one request.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub method: String,
+    pub uri: String,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+/// How a buyer answers.
+#[derive(Clone, Debug)]
+pub enum Behavior {
+    /// This status and body, after this delay.
+    Answer { status: u16, body: String, delay: Duration },
+    /// A body of this many bytes (not JSON).
+    Huge(usize),
+    /// Accept the connection and close it without a word.
+    Hang,
+}
+
+pub struct Buyer {
+    pub addr: SocketAddr,
+    pub hits: Arc<AtomicUsize>,
+    pub seen: Arc<parking_lot::Mutex<Vec<Seen>>>,
+    /// Connections open now.
+    pub open: Arc<AtomicUsize>,
+}
+
+impl Buyer {
+    pub async fn start(behavior: Behavior) -> Buyer {
+        use http_body_util::BodyExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let open = Arc::new(AtomicUsize::new(0));
+        let (hits2, seen2, open2) = (hits.clone(), seen.clone(), open.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { return };
+                if matches!(behavior, Behavior::Hang) {
+                    hits2.fetch_add(1, Ordering::SeqCst);
+                    drop(stream);
+                    continue;
+                }
+                let (behavior, hits, seen, open) =
+                    (behavior.clone(), hits2.clone(), seen2.clone(), open2.clone());
+                open.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let service =
+                        hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                            let (behavior, hits, seen) = (behavior.clone(), hits.clone(), seen.clone());
+                            async move {
+                                let (parts, body) = req.into_parts();
+                                let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                                seen.lock().push(Seen {
+                                    method: parts.method.to_string(),
+                                    uri: parts.uri.to_string(),
+                                    headers: parts
+                                        .headers
+                                        .iter()
+                                        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
+                                        .collect(),
+                                    body: String::from_utf8_lossy(&body).into_owned(),
+                                });
+                                hits.fetch_add(1, Ordering::SeqCst);
+                                let (status, bytes) = match behavior {
+                                    Behavior::Answer { status, body, delay } => {
+                                        tokio::time::sleep(delay).await;
+                                        (status, body.into_bytes())
+                                    }
+                                    Behavior::Huge(n) => (200, vec![b'x'; n]),
+                                    Behavior::Hang => (500, Vec::new()),
+                                };
+                                let mut response = hyper::Response::new(http_body_util::Full::new(
+                                    bytes::Bytes::from(bytes),
+                                ));
+                                *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+                                Ok::<_, std::convert::Infallible>(response)
+                            }
+                        });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                    open.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        });
+        Buyer { addr, hits, seen, open }
+    }
+
+    /// A buyer answering `body` with 200 at once.
+    pub async fn bidding(body: &str) -> Buyer {
+        Buyer::start(Behavior::Answer { status: 200, body: body.to_owned(), delay: Duration::ZERO }).await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+/// An address nothing listens on.
+pub async fn refused_addr() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// A webhook target bidding through `url`; `extra` lines go in its table.
+pub fn webhook_target(id: &str, url: &str, extra: &str) -> String {
+    format!(
+        "[[campaigns.targets]]\nid = \"{id}\"\n{extra}\n[campaigns.targets.webhook]\nurl = \"{url}\"\nmethod = \"POST\"\nbody = '{{\"caller\":\"[caller_number]\"}}'\nbid_path = \"bid\"\ntimer_path = \"duration\"\nnumber_path = \"phone\"\n"
+    )
+}
