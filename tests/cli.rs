@@ -10,7 +10,7 @@ fn check_config_accepts_the_example() {
     let out = Command::new(BIN).args(["check-config", "config/rtbd.toml"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("config/rtbd.toml: ok: 1 campaigns"), "{stdout}");
+    assert!(stdout.contains("config/rtbd.toml: ok: 2 campaigns"), "{stdout}");
 }
 
 #[test]
