@@ -229,6 +229,58 @@ weight = 0
     }
 
     #[test]
+    fn webhooks_are_validated() {
+        let hook = |fields: &str| {
+            let target = format!("[campaigns.targets.webhook]\n{fields}");
+            problems(&target, FIXED)
+        };
+        assert_eq!(hook("url = \"http://b.example/bid?c=[caller_number]\"\nbid_path = \"a.0.b\""), "");
+        let cases = [
+            (
+                "url = \"ftp://b/[x]\"\nbid_path = \"bid\"",
+                "webhook.url: \"ftp://b/[x]\" is not an http(s) URL",
+            ),
+            ("url = \"not a url\"\nbid_path = \"bid\"", "is not an http(s) URL"),
+            (
+                "url = \"http://b/\"\nmethod = \"PUT\"\nbid_path = \"bid\"",
+                "webhook.method: \"PUT\" is not GET or POST",
+            ),
+            (
+                "url = \"http://b/\"\nmethod = \"GET\"\nbody = \"{}\"\nbid_path = \"bid\"",
+                "a body needs method = \"POST\"",
+            ),
+            ("url = \"http://b/\"\nbid_path = \"a..b\"", "webhook.bid_path: \"a..b\" has an empty segment"),
+            (
+                "url = \"http://b/\"\nbid_path = \"bid\"\ntimer_path = \"\"",
+                "webhook.timer_path: a path cannot be empty",
+            ),
+            (
+                "url = \"http://b/\"\nbid_path = \"bid\"\nheaders = { \"bad header\" = \"x\" }",
+                "is not a valid HTTP header",
+            ),
+            (
+                "url = \"http://b/\"\nbid_path = \"bid\"\ntimeout_ms = 0",
+                "webhook.timeout_ms: must be between 1 and 60000",
+            ),
+            ("url = \"http://b/\"", "missing field `bid_path`"),
+            ("url = \"http://b/\"\nbid_path = \"bid\"\nbid = 3", "unknown field `bid`"),
+        ];
+        for (fields, expected) in cases {
+            let got = hook(fields);
+            assert!(got.contains(expected), "{fields}:\n  got {got}\n  want {expected}");
+        }
+        // Without a number, the webhook must say where the number is.
+        let text = "[[campaigns]]\nid = \"c\"\ntracking_numbers = [\"+18005550100\"]\n\
+                    [[campaigns.targets]]\nid = \"t\"\n[campaigns.targets.webhook]\nurl = \"http://b/\"\nbid_path = \"bid\"\n";
+        let err = parse_with_env(text, "w.toml", no_env).unwrap_err().to_string();
+        assert!(err.contains("a target needs a number (or a webhook with number_path)"), "{err}");
+        assert!(
+            parse_with_env(&text.replace("bid_path", "number_path = \"phone\"\nbid_path"), "w.toml", no_env)
+                .is_ok()
+        );
+    }
+
+    #[test]
     fn env_tokens_override_the_file() {
         let text = "[server]\nadmin_token = \"file\"\n";
         let env = |name: &str| (name == ENV_ADMIN_TOKEN).then(|| "env".to_owned());
