@@ -16,12 +16,25 @@ use hyper::Request;
 use hyper::http::request::Parts;
 use rtbd::clock::ManualClock;
 use rtbd::engine::Engine;
-use rtbd::{config, http};
+use rtbd::phone::Phone;
+use rtbd::sym::Sym;
+use rtbd::table::{Scope, Table};
+use rtbd::{config, http, shield};
 
 const KEY: &str = "1915260e-da0c-4443-a35b-8fb9d9843e42";
 const RING: usize = 32_768;
 
 fn config_with(targets: usize) -> String {
+    config_with_shield(targets, "")
+}
+
+/// `shield` lines go into the key's `[campaigns.rtb_keys.ping_shield]`.
+fn config_with_shield(targets: usize, shield: &str) -> String {
+    let shield = if shield.is_empty() {
+        String::new()
+    } else {
+        format!("[campaigns.rtb_keys.ping_shield]\n{shield}\n")
+    };
     let mut text = format!(
         r#"
 [server]
@@ -35,7 +48,7 @@ tracking_numbers = ["+18444021146", "+18444021147"]
 
 [[campaigns.rtb_keys]]
 key = "{KEY}"
-
+{shield}
 [[campaigns.conversion_criteria]]
 publisher_id = "*"
 payout = 12.5
@@ -75,12 +88,20 @@ fn ready(handled: http::Handled) -> hyper::Response<http_body_util::Full<bytes::
 fn ping(c: &mut Criterion) {
     let requests = requests();
     let mut group = c.benchmark_group("ping");
-    for targets in [1, 10, 100] {
-        let routing = config::parse_with_env(&config_with(targets), "bench", |_| None).expect("config");
+    // Shield limits on but never reached: what screening costs a ping.
+    let limits = "rate_limit_per_sec = 1000000\nburst = 1000000\nmin_claim_ratio = 0.000001\nclaim_ratio_min_pings = 4000000000";
+    for (name, targets, shield) in [
+        ("1 target", 1, ""),
+        ("10 targets", 10, ""),
+        ("100 targets", 100, ""),
+        ("10 targets, shield limits on", 10, limits),
+    ] {
+        let routing =
+            config::parse_with_env(&config_with_shield(targets, shield), "bench", |_| None).expect("config");
         let manual = ManualClock::new(1_700_000_000_000);
         let engine = Engine::new(routing, manual.clock());
         let mut i = 0usize;
-        group.bench_function(format!("{targets} targets"), |b| {
+        group.bench_function(name, |b| {
             b.iter(|| {
                 let parts = &requests[i % RING];
                 i += 1;
@@ -108,5 +129,41 @@ fn echo(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, ping, echo);
+fn shield(c: &mut Criterion) {
+    // The shield's own work on a repeat: find the caller's live reservation
+    // (lock its shard, look it up).
+    let routing = config::parse_with_env(&config_with(10), "bench", |_| None).expect("config");
+    let manual = ManualClock::new(1_700_000_000_000);
+    let engine = Engine::new(routing, manual.clock());
+    let parts = &requests()[0];
+    assert_eq!(ready(http::respond(&engine, parts, &[])).status(), 200);
+    let caller = Phone::parse("+18001000000").expect("phone");
+    let key = Sym::lookup(KEY).expect("key");
+    let now = manual.now_ms();
+    c.bench_function("shield/dedupe hit: lock and find the live reservation", |b| {
+        b.iter(|| {
+            let shard = engine.table().lock(Table::shard_of_caller(black_box(caller)));
+            black_box(shard.find_live(caller, Scope::Key(key), now).is_some())
+        })
+    });
+    // Rate limits and the claim ratio for one publisher on one key.
+    let settings = shield::Settings {
+        rate_limit_per_sec: 1_000_000,
+        burst: 1_000_000,
+        min_claim_ratio: 0.01,
+        claim_ratio_min_pings: u32::MAX,
+        ..shield::Settings::default()
+    };
+    let screen = shield::Shield::default();
+    let limiter = shield::Gcra::default();
+    let mut now = 1_700_000_000_000u64;
+    c.bench_function("shield/screen: key and publisher rates, claim window", |b| {
+        b.iter(|| {
+            now += 1;
+            black_box(screen.screen(&settings, key, &limiter, 7, now))
+        })
+    });
+}
+
+criterion_group!(benches, ping, echo, shield);
 criterion_main!(benches);

@@ -5,6 +5,7 @@
 //! config. It speaks in typed answers; `http` turns them into JSON.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::{ArcSwap, Guard};
 use futures_util::StreamExt;
@@ -19,6 +20,7 @@ use crate::params::Params;
 use crate::phone::{Dial, Phone, PhoneError};
 use crate::records::{CallEnd, Record, Tags};
 use crate::route::{self, Routed};
+use crate::shield::{self, DedupeScope, Shield};
 use crate::state::States;
 use crate::stats::{self, Field, Tally};
 use crate::status::{Detailed, Info, Status};
@@ -54,6 +56,10 @@ pub enum Answer {
     Processing { uuid: u128 },
     /// The reservation was already turned into a call.
     Claimed { uuid: u128 },
+    /// Ping Shield: over a surge limit.
+    RateLimited { retry_after_secs: u32 },
+    /// Ping Shield: the publisher's claims are too few for its pings.
+    ClaimLimited,
 }
 
 /// A call that arrived and found its reservation.
@@ -159,6 +165,10 @@ pub struct Engine {
     states: States,
     /// The client every webhook call shares.
     client: reqwest::Client,
+    /// Ping Shield limits per (key, publisher).
+    shield: Shield,
+    /// When the shield was last swept of idle publishers.
+    swept_ms: AtomicU64,
 }
 
 /// Info of the dead line: a call that matches no reservation.
@@ -190,6 +200,8 @@ impl Engine {
             clock,
             states,
             client: webhook::client(),
+            shield: Shield::default(),
+            swept_ms: AtomicU64::new(now),
         }
     }
 
@@ -253,21 +265,56 @@ impl Engine {
         };
 
         let publisher_index = self.states.publishers.index(publisher);
-        rtb_key.state.tally.bump(Field::Pings);
-        self.states.publishers.tally(publisher_index).bump(Field::Pings);
-
+        let publisher_tally = self.states.publishers.tally(publisher_index);
+        let bump = |field| {
+            rtb_key.state.tally.bump(field);
+            publisher_tally.bump(field);
+        };
+        bump(Field::Pings);
         let now = self.clock.now_ms();
+
+        // Ping Shield, part 1: surges are turned away before anything else.
+        let shield = &rtb_key.shield;
+        let mut claim_limited = false;
+        if shield.limits() {
+            match self.shield.screen(shield, rtb_key.id, &rtb_key.state.limiter, publisher_index, now) {
+                shield::Verdict::Pass => {}
+                shield::Verdict::ClaimLimited => claim_limited = true,
+                shield::Verdict::RateLimited { retry_after_secs } => {
+                    bump(Field::RateLimited);
+                    return Ok(Pinged::Done(Answer::RateLimited { retry_after_secs }));
+                }
+            }
+        }
+
         let shard_index = Table::shard_of_caller(caller);
         let mut shard = self.table.lock(shard_index);
 
-        // Ping Shield: a live reservation for this caller is echoed, and the
-        // buyers are not asked again; a ping still waiting on buyers is
-        // already being processed.
-        if let Some(live) = shard.find_live(caller, Scope::Key(rtb_key.id), now) {
+        // Ping Shield, part 2: a live reservation for this caller is echoed,
+        // and the buyers are not asked again; a ping still waiting on buyers
+        // is already being processed.
+        let scope = match shield.dedupe_scope {
+            DedupeScope::Key => Scope::Key(rtb_key.id),
+            DedupeScope::Campaign => Scope::Campaign(campaign.id),
+        };
+        if let Some(live) = shard.find_live(caller, scope, now) {
             return Ok(Pinged::Done(match live.status {
-                Status::Processing => Answer::Processing { uuid: live.uuid },
-                _ => Answer::Reservation(reservation(live, true)),
+                Status::Processing => {
+                    bump(Field::AlreadyProcessing);
+                    Answer::Processing { uuid: live.uuid }
+                }
+                _ => {
+                    bump(Field::AlreadyReserved);
+                    Answer::Reservation(reservation(live, true))
+                }
             }));
+        }
+
+        // Ping Shield, part 3: a publisher sending too few calls for its
+        // pings has only some of them routed.
+        if claim_limited {
+            bump(Field::ClaimLimited);
+            return Ok(Pinged::Done(Answer::ClaimLimited));
         }
 
         // Judge the targets.
@@ -596,6 +643,9 @@ impl Engine {
         record.push(now, Some(target), Detailed::Claimed, Info::None);
         let key = record.key;
         shard.reached(caller, target, now, routing.max_dedupe_ms);
+        if let Some((_, rtb_key)) = routing.key(key.as_str()) {
+            self.shield.claimed(&rtb_key.shield, key, live.publisher, now);
+        }
         self.states.targets.with(target, |t| {
             t.counters.call_started();
             t.tally.bump(Field::Claimed);
@@ -689,6 +739,13 @@ impl Engine {
                 }
             }
             shard.evict(now, retention, per_shard, true);
+        }
+        // Publishers idle for a whole claim window are forgotten.
+        let swept = self.swept_ms.load(Ordering::Relaxed);
+        if now >= swept + 1_000
+            && self.swept_ms.compare_exchange(swept, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        {
+            self.shield.sweep(now, routing.max_claim_window_ms.max(60_000));
         }
     }
 

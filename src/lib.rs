@@ -22,6 +22,7 @@
 //! | `caps`     | cap counters and their calendar windows |
 //! | `pricing`  | conversion criteria: payout and seconds |
 //! | `webhook`  | bidding webhooks: templates, the shared client, JSON paths |
+//! | `shield`   | Ping Shield limits: surge rates and claim ratios |
 //! | `table`    | the sharded reservation table, indexed by caller and uuid |
 //! | `wheel`    | the hierarchical timing wheel that expires reservations |
 //! | `records`  | the record of each ping, kept for retention |
@@ -54,6 +55,7 @@ pub mod records;
 pub mod reply;
 pub mod route;
 pub mod server;
+pub mod shield;
 pub mod state;
 pub mod stats;
 pub mod status;

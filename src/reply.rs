@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use hyper::{Response, StatusCode};
 
 use crate::clock::write_rfc3339;
@@ -61,6 +61,17 @@ pub fn answer(answer: &Answer, sip_domain: Option<&str>) -> Response<Body> {
         }
         Answer::Claimed { uuid: id } => {
             o.raw_str("uuid", |b| uuid(b, *id)).str("status", "claimed");
+        }
+        Answer::ClaimLimited => {
+            o.str("status", "ping_shield_postback_key_claim_based_limited")
+                .bool("retreaver_ping_shield", true);
+        }
+        Answer::RateLimited { retry_after_secs } => {
+            o.str("status", "ping_shield_postback_key_rate_limited")
+                .uint("retry_after", u64::from(*retry_after_secs));
+            let mut response = json(429, o.finish());
+            response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            return response;
         }
     }
     json(200, o.finish())

@@ -15,6 +15,7 @@ use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 
 use crate::caps::Counters;
+use crate::shield::Gcra;
 use crate::stats::Tally;
 use crate::sym::Sym;
 
@@ -27,6 +28,8 @@ pub struct TargetState {
 #[derive(Debug, Default)]
 pub struct KeyState {
     pub tally: Tally,
+    /// The key's surge limit.
+    pub limiter: Gcra,
 }
 
 /// States by name, created on first use and never dropped.

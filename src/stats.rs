@@ -29,9 +29,14 @@ pub enum Field {
     Converted,
     /// Thousandths of a dollar paid for converted calls.
     PayoutMilli,
+    /// Ping Shield outcomes.
+    AlreadyReserved,
+    AlreadyProcessing,
+    ClaimLimited,
+    RateLimited,
 }
 
-const FIELDS: usize = 8;
+const FIELDS: usize = 16;
 
 #[derive(Default)]
 pub struct Tally {
@@ -87,6 +92,12 @@ impl Tally {
             "converted": self.get(Field::Converted),
             "payout": self.get(Field::PayoutMilli) as f64 / 1000.0,
             "claim_ratio": if pings == 0 { 0.0 } else { claimed as f64 / pings as f64 },
+            "ping_shield": {
+                "ping_shield_postback_key_caller_number_already_reserved": self.get(Field::AlreadyReserved),
+                "ping_shield_postback_key_caller_number_already_processing": self.get(Field::AlreadyProcessing),
+                "ping_shield_postback_key_claim_based_limited": self.get(Field::ClaimLimited),
+                "ping_shield_postback_key_rate_limited": self.get(Field::RateLimited),
+            },
         })
     }
 }

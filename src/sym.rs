@@ -53,6 +53,11 @@ impl Sym {
         interner().read().ids.get(name).map(|&id| Sym(id))
     }
 
+    /// The handle's number: small and dense, for hashing and indexing.
+    pub fn index(self) -> u32 {
+        self.0
+    }
+
     /// The interned name.
     pub fn as_str(self) -> &'static str {
         interner().read().names.get(self.0 as usize).copied().unwrap_or("")

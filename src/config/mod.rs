@@ -281,6 +281,36 @@ weight = 0
     }
 
     #[test]
+    fn ping_shield_settings_merge_and_are_validated() {
+        let base = "[ping_shield]\nrate_limit_per_sec = 100\nmin_claim_ratio = 0.01\n\n\
+                    [[campaigns]]\nid = \"c\"\ntracking_numbers = [\"+18005550100\"]\n\
+                    [[campaigns.rtb_keys]]\nkey = \"a\"\n\
+                    [[campaigns.rtb_keys]]\nkey = \"b\"\n[campaigns.rtb_keys.ping_shield]\nburst = 7\ndedupe_scope = \"campaign\"\n";
+        let routing = parse_with_env(base, "s.toml", no_env).unwrap();
+        let (_, a) = routing.key("a").unwrap();
+        let (_, b) = routing.key("b").unwrap();
+        assert_eq!((a.shield.rate_limit_per_sec, a.shield.burst), (100, 0));
+        assert_eq!(a.shield.dedupe_scope, crate::shield::DedupeScope::Key);
+        assert_eq!((b.shield.rate_limit_per_sec, b.shield.burst, b.shield.min_claim_ratio), (100, 7, 0.01));
+        assert_eq!(b.shield.dedupe_scope, crate::shield::DedupeScope::Campaign);
+        for (section, expected) in [
+            ("dedupe_scope = \"publisher\"", "unknown variant `publisher`"),
+            ("min_claim_ratio = 1.5", "ping_shield.min_claim_ratio: 1.5 is not a ratio between 0 and 1"),
+            ("claim_ratio_window_secs = 0", "ping_shield.claim_ratio_window_secs: must be between 1"),
+            ("throttled_allow_one_in = 0", "ping_shield.throttled_allow_one_in: must be at least 1"),
+            ("rate_limit_per_sec = -1", "invalid value: integer `-1`"),
+            ("rate_limit_per_sec = 2000000", "must be at most 1000000"),
+            ("burst_size = 3", "unknown field `burst_size`"),
+        ] {
+            let err = parse_with_env(&format!("[ping_shield]\n{section}\n"), "s.toml", no_env)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(expected), "{section}: {err}");
+            assert!(err.starts_with("s.toml:2:"), "{section}: {err}");
+        }
+    }
+
+    #[test]
     fn env_tokens_override_the_file() {
         let text = "[server]\nadmin_token = \"file\"\n";
         let env = |name: &str| (name == ENV_ADMIN_TOKEN).then(|| "env".to_owned());

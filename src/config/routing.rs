@@ -16,6 +16,7 @@ use crate::caps::Limits;
 use crate::filter::Filter;
 use crate::hours::Hours;
 use crate::phone::{Dial, Phone};
+use crate::shield;
 use crate::state::{KeyState, States, TargetState};
 use crate::sym::Sym;
 use crate::webhook::Webhook;
@@ -36,6 +37,8 @@ pub struct Routing {
     pub warnings: Vec<String>,
     /// The longest `dedupe_secs` of any target, in milliseconds.
     pub max_dedupe_ms: u64,
+    /// The longest claim-ratio window of any key, in milliseconds.
+    pub max_claim_window_ms: u64,
     keys: AHashMap<Box<str>, (u32, u32)>,
     targets: AHashMap<Sym, (u32, u32)>,
 }
@@ -79,6 +82,7 @@ pub struct Key {
     pub timeout_ms: u64,
     pub add_to_caps_on_reserved: bool,
     pub inbound_number: Option<Phone>,
+    pub shield: shield::Settings,
     pub state: Arc<KeyState>,
 }
 
@@ -158,6 +162,12 @@ impl Routing {
             }
         }
         let max_dedupe_ms = campaigns.iter().flat_map(|c| &c.targets).map(|t| t.dedupe_ms).max().unwrap_or(0);
+        let max_claim_window_ms = campaigns
+            .iter()
+            .flat_map(|c| &c.keys)
+            .map(|k| u64::from(k.shield.claim_ratio_window_secs) * 1000)
+            .max()
+            .unwrap_or(0);
         Routing {
             version: 0,
             loaded_at_ms: 0,
@@ -167,6 +177,7 @@ impl Routing {
             publishers,
             warnings,
             max_dedupe_ms,
+            max_claim_window_ms,
             keys,
             targets,
         }

@@ -14,6 +14,8 @@ pub struct File {
     #[serde(default)]
     pub server: Server,
     #[serde(default)]
+    pub ping_shield: PingShield,
+    #[serde(default)]
     pub publishers: Vec<Publisher>,
     #[serde(default)]
     pub campaigns: Vec<Campaign>,
@@ -86,6 +88,30 @@ pub struct RtbKey {
     #[serde(default)]
     pub add_to_caps_on_status_reserved: bool,
     pub inbound_number: Option<String>,
+    /// Overrides of the file's `[ping_shield]` for this key.
+    pub ping_shield: Option<PingShield>,
+}
+
+/// Ping Shield settings; every field left out keeps its default (or, for
+/// a key, the file's `[ping_shield]`).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PingShield {
+    pub dedupe_scope: Option<DedupeScope>,
+    pub rate_limit_per_sec: Option<u32>,
+    pub burst: Option<u32>,
+    #[serde(default, deserialize_with = "number")]
+    pub min_claim_ratio: Option<f64>,
+    pub claim_ratio_window_secs: Option<u32>,
+    pub claim_ratio_min_pings: Option<u32>,
+    pub throttled_allow_one_in: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DedupeScope {
+    Key,
+    Campaign,
 }
 
 fn default_ttl_secs() -> u64 {

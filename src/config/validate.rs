@@ -17,6 +17,7 @@ use crate::filter::{Filter, Pattern};
 use crate::hours::{Hours, Shift};
 use crate::params;
 use crate::phone::{Dial, Phone};
+use crate::shield::{self, DedupeScope};
 use crate::sym::Sym;
 use crate::webhook::{Escape, Method, Path as WebhookPath, Template, Webhook};
 use crate::zone::Zone;
@@ -119,6 +120,8 @@ pub fn validate(file: schema::File) -> Result<(Routing, Vec<Problem>), Vec<Probl
         }
     }
 
+    let shield_defaults =
+        shield(&mut check, &root.key("ping_shield"), &shield::Settings::default(), &file.ping_shield);
     let mut seen_campaigns = HashSet::new();
     let mut seen_targets = HashSet::new();
     let mut seen_keys = HashSet::new();
@@ -129,7 +132,7 @@ pub fn validate(file: schema::File) -> Result<(Routing, Vec<Problem>), Vec<Probl
         if !seen_campaigns.insert(c.id.clone()) {
             check.error(path.key("id"), format!("duplicate campaign id {:?}", c.id));
         }
-        campaigns.push(campaign(&mut check, &path, c, &mut seen_targets, &mut seen_keys));
+        campaigns.push(campaign(&mut check, &path, c, &shield_defaults, &mut seen_targets, &mut seen_keys));
     }
 
     if check.problems.iter().any(|p| !p.warning) {
@@ -193,6 +196,7 @@ fn campaign(
     check: &mut Checker,
     path: &Path,
     c: schema::Campaign,
+    shield_defaults: &shield::Settings,
     seen_targets: &mut HashSet<String>,
     seen_keys: &mut HashSet<String>,
 ) -> Campaign {
@@ -350,7 +354,12 @@ fn campaign(
             }
             Some(p)
         });
+        let shield = match &k.ping_shield {
+            Some(overrides) => shield(check, &kpath.key("ping_shield"), shield_defaults, overrides),
+            None => shield_defaults.clone(),
+        };
         keys.push(Key {
+            shield,
             id: Sym::intern(&k.key),
             key: k.key.into_boxed_str(),
             ttl_ms: k.ttl_secs.saturating_mul(1000),
@@ -517,4 +526,54 @@ fn webhook(check: &mut Checker, path: &Path, w: schema::Webhook) -> Webhook {
         number_path,
         timeout_ms: w.timeout_ms,
     }
+}
+
+/// Shield settings: `base` with the fields `section` sets, checked.
+fn shield(
+    check: &mut Checker,
+    path: &Path,
+    base: &shield::Settings,
+    section: &schema::PingShield,
+) -> shield::Settings {
+    let mut s = base.clone();
+    if let Some(scope) = section.dedupe_scope {
+        s.dedupe_scope = match scope {
+            schema::DedupeScope::Key => DedupeScope::Key,
+            schema::DedupeScope::Campaign => DedupeScope::Campaign,
+        };
+    }
+    if let Some(v) = section.rate_limit_per_sec {
+        if v > 1_000_000 {
+            check.error(path.key("rate_limit_per_sec"), "must be at most 1000000 (0 turns it off)");
+        }
+        s.rate_limit_per_sec = v.min(1_000_000);
+    }
+    if let Some(v) = section.burst {
+        s.burst = v;
+    }
+    if let Some(v) = section.min_claim_ratio {
+        if !(0.0..=1.0).contains(&v) {
+            check.error(
+                path.key("min_claim_ratio"),
+                format!("{v} is not a ratio between 0 and 1 (0 turns it off)"),
+            );
+        }
+        s.min_claim_ratio = v.clamp(0.0, 1.0);
+    }
+    if let Some(v) = section.claim_ratio_window_secs {
+        if v == 0 || v > 31 * 86_400 {
+            check.error(path.key("claim_ratio_window_secs"), "must be between 1 and 2678400 (31 days)");
+        }
+        s.claim_ratio_window_secs = v.clamp(1, 31 * 86_400);
+    }
+    if let Some(v) = section.claim_ratio_min_pings {
+        s.claim_ratio_min_pings = v;
+    }
+    if let Some(v) = section.throttled_allow_one_in {
+        if v == 0 {
+            check.error(path.key("throttled_allow_one_in"), "must be at least 1");
+        }
+        s.throttled_allow_one_in = v.max(1);
+    }
+    s
 }
