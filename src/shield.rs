@@ -206,9 +206,12 @@ struct Pair {
 pub const MAX_PAIRS: usize = 100_000;
 const PAIR_SHARDS: usize = 16;
 
+/// The pairs of one lock shard, by (key, publisher index).
+type Pairs = AHashMap<(Sym, u32), Pair>;
+
 #[derive(Default)]
 pub struct Shield {
-    pairs: [CachePadded<Mutex<AHashMap<(Sym, u32), Pair>>>; PAIR_SHARDS],
+    pairs: [CachePadded<Mutex<Pairs>>; PAIR_SHARDS],
     tracked: AtomicUsize,
 }
 
