@@ -4,6 +4,7 @@
 //! The engine owns the reservation table, the clock and the current routing
 //! config. It speaks in typed answers; `http` turns them into JSON.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -13,9 +14,10 @@ use futures_util::stream::FuturesUnordered;
 
 use crate::caps::{Full, Limits, Windows};
 use crate::clock::Clock;
-use crate::config::{Campaign, Key, Routing};
+use crate::config::{self, Campaign, Key, Routing};
 use crate::error::Rejection;
 use crate::json;
+use crate::metrics::Metrics;
 use crate::params::Params;
 use crate::phone::{Dial, Phone, PhoneError};
 use crate::records::{CallEnd, Record, Tags};
@@ -169,6 +171,12 @@ pub struct Engine {
     shield: Shield,
     /// When the shield was last swept of idle publishers.
     swept_ms: AtomicU64,
+    metrics: Metrics,
+    /// The config file, for reloads (none for the built-in demo).
+    config_path: Option<PathBuf>,
+    /// Why the last reload failed, if it did. Held while reloading, so
+    /// reloads from the watcher, SIGHUP and the endpoint take turns.
+    last_error: parking_lot::Mutex<Option<String>>,
 }
 
 /// Info of the dead line: a call that matches no reservation.
@@ -202,6 +210,9 @@ impl Engine {
             client: webhook::client(),
             shield: Shield::default(),
             swept_ms: AtomicU64::new(now),
+            metrics: Metrics::default(),
+            config_path: None,
+            last_error: parking_lot::Mutex::new(None),
         }
     }
 
@@ -223,6 +234,76 @@ impl Engine {
     /// Counters and tallies by key, target and publisher.
     pub fn states(&self) -> &States {
         &self.states
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Reads the config from `path` on reload.
+    pub fn with_config_path(mut self, path: Option<PathBuf>) -> Engine {
+        self.config_path = path;
+        self
+    }
+
+    /// Swaps in a new config. Pings in flight finish on the one they
+    /// started with; counters, tallies, reservations and records carry
+    /// over (they are kept by id, not in the config).
+    pub fn install(&self, mut routing: Routing) -> Arc<Routing> {
+        routing.attach(&self.states);
+        let current = self.routing();
+        routing.version = current.version + 1;
+        routing.loaded_at_ms = self.clock.now_ms();
+        if routing.server.listen != current.server.listen
+            || routing.server.data_dir != current.server.data_dir
+        {
+            tracing::warn!("server.listen and server.data_dir take effect at the next start, not on reload");
+        }
+        let routing = Arc::new(routing);
+        self.routing.store(routing.clone());
+        routing
+    }
+
+    /// Reloads the config file. A file that does not load changes nothing:
+    /// the error is logged, counted, and kept for `/admin/config`.
+    pub fn reload(&self) -> Result<Arc<Routing>, String> {
+        let Some(path) = &self.config_path else {
+            return Err("no config file to reload: rtbd runs the built-in demo config".to_owned());
+        };
+        let mut last_error = self.last_error.lock();
+        match config::load(path) {
+            Ok(routing) => {
+                let warnings = routing.warnings.clone();
+                let routing = self.install(routing);
+                *last_error = None;
+                self.metrics.reloads_ok.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(version = routing.version, source = %routing.source, "config reloaded");
+                for warning in warnings {
+                    tracing::warn!("{warning}");
+                }
+                Ok(routing)
+            }
+            Err(e) => {
+                let text = e.to_string();
+                tracing::error!("config reload failed, keeping version {}: {text}", self.routing().version);
+                self.metrics.reloads_failed.fetch_add(1, Ordering::Relaxed);
+                *last_error = Some(text.clone());
+                Err(text)
+            }
+        }
+    }
+
+    /// `GET /admin/config`.
+    pub fn config_status(&self) -> serde_json::Value {
+        let routing = self.routing();
+        serde_json::json!({
+            "version": routing.version,
+            "loaded_at": crate::clock::rfc3339(routing.loaded_at_ms),
+            "source": routing.source,
+            "campaigns": routing.campaigns.len(),
+            "targets": routing.target_count(),
+            "last_error": *self.last_error.lock(),
+        })
     }
 
     /// `POST /rtbs.json`: finds a buyer for a caller and reserves it.
@@ -431,6 +512,17 @@ impl Engine {
         while let Some(answer) = asks.next().await {
             answers.push(answer);
         }
+        for (target, (_, pixel)) in &answers {
+            if let Some(t) = campaign.targets.get(*target) {
+                t.state
+                    .webhook
+                    .latency
+                    .observe(std::time::Duration::from_millis(u64::from(pixel.latency_ms)));
+                if let Some(kind) = pixel.failure {
+                    t.state.webhook.failed(kind);
+                }
+            }
+        }
         answers.sort_by_key(|(target, _)| *target);
 
         // What the buyers said becomes tags, so criteria can price a bid.
@@ -519,12 +611,30 @@ impl Engine {
             // Validation requires tracking numbers; kept for safety.
             (Routed::Winner(_), None) => {
                 let info = Info::Static("the campaign has no tracking number");
-                (nothing(record, uuid, Status::NoTarget, Detailed::NoTarget, info), None)
+                (self.nothing(record, uuid, origin, Status::NoTarget, Detailed::NoTarget, info), None)
             }
             (Routed::Nobody { status, reason, info }, _) => {
-                (nothing(record, uuid, status, reason, info), None)
+                (self.nothing(record, uuid, origin, status, reason, info), None)
             }
         }
+    }
+
+    /// Writes a ping that reserved nothing into its record, and counts it.
+    fn nothing(
+        &self,
+        record: &mut Record,
+        uuid: u128,
+        origin: &Origin<'_>,
+        status: Status,
+        reason: Detailed,
+        info: Info,
+    ) -> Answer {
+        let field = if status == Status::Rejected { Field::Rejected } else { Field::NoTarget };
+        origin.key.state.tally.bump(field);
+        self.states.publishers.tally(origin.publisher).bump(field);
+        record.status = status;
+        record.push(record.created_ms, None, reason, info.clone());
+        Answer::Nothing { uuid, status, reason, info }
     }
 
     /// Confirms a reservation: `PUT /rtbs/{uuid}.json`, or a ping with
@@ -821,12 +931,6 @@ fn webhook_request(
 /// Each shard keeps its share of `max_records`.
 fn records_per_shard(routing: &Routing) -> usize {
     routing.server.max_records.div_ceil(SHARDS).max(1)
-}
-
-fn nothing(record: &mut Record, uuid: u128, status: Status, reason: Detailed, info: Info) -> Answer {
-    record.status = status;
-    record.push(record.created_ms, None, reason, info.clone());
-    Answer::Nothing { uuid, status, reason, info }
 }
 
 fn reservation(live: &Live, echo: bool) -> Reservation {

@@ -12,7 +12,7 @@ use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::FutureExt;
@@ -27,6 +27,7 @@ use tokio::net::TcpListener;
 
 use crate::engine::{self, Auction, Confirming, Engine, Pinged};
 use crate::error::Rejection;
+use crate::metrics;
 use crate::params::Params;
 use crate::reply::{self, Body};
 
@@ -103,15 +104,16 @@ impl hyper::service::Service<Request<Incoming>> for Handler {
             let (parts, _) = req.into_parts();
             return match respond(&self.engine, &parts, &[]) {
                 Handled::Response(response) => Reply::Ready(Some(response)),
-                Handled::Auction(auction) => {
+                Handled::Auction(auction, started) => {
                     let engine = self.engine.clone();
-                    Reply::Pending(Box::pin(async move { Ok(settle(&engine, auction).await) }))
+                    Reply::Pending(Box::pin(async move { Ok(settle(&engine, auction, started).await) }))
                 }
             };
         }
         if let Some(len) = content_length(req.headers())
             && len > MAX_BODY as u64
         {
+            self.engine.metrics().bad_request(413);
             return Reply::Ready(Some(too_large()));
         }
         let engine = self.engine.clone();
@@ -122,11 +124,17 @@ impl hyper::service::Service<Request<Incoming>> for Handler {
                     let body: Bytes = collected.to_bytes();
                     match respond(&engine, &parts, &body) {
                         Handled::Response(response) => response,
-                        Handled::Auction(auction) => settle(&engine, auction).await,
+                        Handled::Auction(auction, started) => settle(&engine, auction, started).await,
                     }
                 }
-                Err(e) if e.is::<http_body_util::LengthLimitError>() => too_large(),
-                Err(_) => reply::rejection(&Rejection::bad_request("could not read the request body")),
+                Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                    engine.metrics().bad_request(413);
+                    too_large()
+                }
+                Err(_) => {
+                    engine.metrics().bad_request(400);
+                    reply::rejection(&Rejection::bad_request("could not read the request body"))
+                }
             };
             Ok(response)
         }))
@@ -134,10 +142,14 @@ impl hyper::service::Service<Request<Incoming>> for Handler {
 }
 
 /// Asks the buyers of a ping and answers it. A panic answers 500.
-async fn settle(engine: &Engine, auction: Box<Auction>) -> Response<Body> {
+async fn settle(engine: &Engine, auction: Box<Auction>, started: Instant) -> Response<Body> {
     let sip_domain = auction.routing().server.sip_domain.clone();
     match AssertUnwindSafe(engine.settle(auction)).catch_unwind().await {
-        Ok(answer) => reply::answer(&answer, sip_domain.as_deref()),
+        Ok(answer) => {
+            let response = reply::answer(&answer, sip_domain.as_deref());
+            engine.metrics().ping_latency.observe(started.elapsed());
+            response
+        }
         Err(_) => {
             tracing::error!("ping settlement panicked");
             internal_error()
@@ -179,7 +191,8 @@ fn internal_error() -> Response<Body> {
 /// buyers must be asked first.
 pub enum Handled {
     Response(Response<Body>),
-    Auction(Box<Auction>),
+    /// The ping, and when it came in.
+    Auction(Box<Auction>, Instant),
 }
 
 /// Answers one request. A panic below here is a bug; it answers 500 and the
@@ -231,13 +244,38 @@ fn dispatch(engine: &Engine, parts: &hyper::http::request::Parts, body: &[u8]) -
             }
             _ => return Handled::Response(not_allowed("GET")),
         },
+        ("/metrics", None) => match *method {
+            Method::GET => return Handled::Response(text(metrics::render(engine))),
+            _ => return Handled::Response(not_allowed("GET")),
+        },
+        ("/admin", Some("config")) => match *method {
+            Method::GET => authorized(engine, &parts.headers, Token::Admin)
+                .map(|()| reply::value(200, &engine.config_status())),
+            _ => return Handled::Response(not_allowed("GET")),
+        },
+        ("/admin", Some("reload")) => match *method {
+            Method::POST => {
+                authorized(engine, &parts.headers, Token::Admin).map(|()| match engine.reload() {
+                    Ok(_) => reply::value(200, &engine.config_status()),
+                    Err(error) => {
+                        let mut status = engine.config_status();
+                        status["error"] = serde_json::Value::from(error);
+                        reply::value(422, &status)
+                    }
+                })
+            }
+            _ => return Handled::Response(not_allowed("POST")),
+        },
         ("/healthz", None) => match *method {
             Method::GET | Method::HEAD => return Handled::Response(health()),
             _ => return Handled::Response(not_allowed("GET")),
         },
         _ => Err(Rejection::not_found(format!("no such path: {}", truncate(path, 200)))),
     };
-    Handled::Response(result.unwrap_or_else(|r| reply::rejection(&r)))
+    Handled::Response(result.unwrap_or_else(|r| {
+        engine.metrics().bad_request(r.http);
+        reply::rejection(&r)
+    }))
 }
 
 /// Splits `/calls/123/end` into (`/calls`, Some(`123/end`)).
@@ -260,6 +298,16 @@ fn not_allowed(allow: &'static str) -> Response<Body> {
     let mut response =
         reply::rejection(&Rejection::new(405, format!("method not allowed here: use {allow}")));
     response.headers_mut().insert(ALLOW, HeaderValue::from_static(allow));
+    response
+}
+
+/// A plain-text response (the Prometheus format).
+fn text(body: String) -> Response<Body> {
+    let mut response = Response::new(Body::new(Bytes::from(body)));
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
     response
 }
 
@@ -299,13 +347,16 @@ fn authorized(engine: &Engine, headers: &HeaderMap, token: Token) -> Result<(), 
 
 /// `POST /rtbs.json`: the hot path.
 fn ping(engine: &Engine, query: Option<&str>, body: &[u8]) -> Result<Handled, Rejection> {
+    let started = Instant::now();
     let params = Params::parse(query, body)?;
     let routing = engine.routing();
     Ok(match engine.ping(&routing, &params)? {
         Pinged::Done(answer) => {
-            Handled::Response(reply::answer(&answer, routing.server.sip_domain.as_deref()))
+            let response = reply::answer(&answer, routing.server.sip_domain.as_deref());
+            engine.metrics().ping_latency.observe(started.elapsed());
+            Handled::Response(response)
         }
-        Pinged::Bidding(auction) => Handled::Auction(auction),
+        Pinged::Bidding(auction) => Handled::Auction(auction, started),
     })
 }
 

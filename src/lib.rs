@@ -31,6 +31,7 @@
 //! | `json`     | the hand-written JSON writer of the hot path |
 //! | `config`   | the TOML schema, validation, the compiled `Routing` |
 //! | `status`   | the statuses and detailed statuses of the contract |
+//! | `metrics`  | histograms and the Prometheus text of `/metrics` |
 //! | `stats`    | striped tallies per key, publisher and target |
 //! | `state`    | what outlives a reload: counters and tallies by name |
 //! | `zone`     | time zones and the local calendar |
@@ -48,6 +49,7 @@ pub mod hours;
 pub mod http;
 pub mod ids;
 pub mod json;
+pub mod metrics;
 pub mod params;
 pub mod phone;
 pub mod pricing;

@@ -15,6 +15,7 @@ use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 
 use crate::caps::Counters;
+use crate::metrics::WebhookStats;
 use crate::shield::Gcra;
 use crate::stats::Tally;
 use crate::sym::Sym;
@@ -23,6 +24,8 @@ use crate::sym::Sym;
 pub struct TargetState {
     pub counters: Counters,
     pub tally: Tally,
+    /// Latency and failures of the target's webhook.
+    pub webhook: WebhookStats,
 }
 
 #[derive(Debug, Default)]

@@ -29,6 +29,9 @@ pub enum Field {
     Converted,
     /// Thousandths of a dollar paid for converted calls.
     PayoutMilli,
+    /// Pings answered `no-target` and `rejected`.
+    NoTarget,
+    Rejected,
     /// Ping Shield outcomes.
     AlreadyReserved,
     AlreadyProcessing,

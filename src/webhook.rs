@@ -291,6 +291,8 @@ pub struct Pixel {
     /// The first [`SHOWN`] bytes of the answer.
     pub response: Box<str>,
     pub outcome: Box<str>,
+    /// What kind of failure, as an index into `metrics::FAILURES`.
+    pub failure: Option<usize>,
 }
 
 /// A request ready to send.
@@ -315,12 +317,24 @@ pub async fn ask(client: &reqwest::Client, hook: &Webhook, request: Request) -> 
         latency_ms: 0,
         response: "".into(),
         outcome: "".into(),
+        failure: None,
     };
     let timeout = request.timeout;
     let verdict = match tokio::time::timeout(timeout, exchange(client, hook, request, &mut pixel)).await {
         Ok(verdict) => verdict,
-        Err(_) => Verdict::Failed(format!("no answer within {} ms", timeout.as_millis())),
+        Err(_) => {
+            pixel.failure = Some(0);
+            Verdict::Failed(format!("no answer within {} ms", timeout.as_millis()))
+        }
     };
+    if pixel.failure.is_none() && matches!(verdict, Verdict::Failed(_)) {
+        // Kinds: 1 connect (no status), 2 a non-2xx status, 3 the answer.
+        pixel.failure = Some(match pixel.http_status {
+            None => 1,
+            Some(status) if !(200..300).contains(&status) => 2,
+            Some(_) => 3,
+        });
+    }
     pixel.latency_ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
     pixel.outcome = match &verdict {
         Verdict::Bid(bid) => {

@@ -7,6 +7,7 @@
 //! hot path never parses or looks up a string it could have prepared.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -48,6 +49,10 @@ pub struct Server {
     pub listen: SocketAddr,
     pub admin_token: Option<Box<str>>,
     pub switch_token: Option<Box<str>>,
+    /// Where snapshots are written (relative to the working directory).
+    pub data_dir: PathBuf,
+    /// 0: no periodic snapshots (still on demand and at shutdown).
+    pub snapshot_interval_secs: u64,
     pub record_retention_ms: u64,
     pub max_records: usize,
     pub sip_domain: Option<Box<str>>,

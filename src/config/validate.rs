@@ -166,6 +166,15 @@ fn server(check: &mut Checker, path: &Path, s: schema::Server) -> routing::Serve
     };
     let admin_token = token("admin_token", s.admin_token, "the operator endpoints");
     let switch_token = token("switch_token", s.switch_token, "/calls and /calls/{uuid}/end");
+    if s.data_dir.is_empty() {
+        check.error(path.key("data_dir"), "must name a folder");
+    }
+    if s.snapshot_interval_secs > 86_400 {
+        check.error(
+            path.key("snapshot_interval_secs"),
+            "must be at most 86400 (0 turns periodic snapshots off)",
+        );
+    }
     if s.record_retention_secs == 0 || s.record_retention_secs > 10 * 365 * 86_400 {
         check.error(path.key("record_retention_secs"), "must be between 1 and 315360000 (10 years)");
     }
@@ -186,6 +195,8 @@ fn server(check: &mut Checker, path: &Path, s: schema::Server) -> routing::Serve
         listen,
         admin_token,
         switch_token,
+        data_dir: s.data_dir.into(),
+        snapshot_interval_secs: s.snapshot_interval_secs,
         record_retention_ms: s.record_retention_secs.saturating_mul(1000),
         max_records: s.max_records as usize,
         sip_domain,
