@@ -86,6 +86,15 @@ fn unpack(v: u64) -> (u32, u32) {
 pub struct Windowed(AtomicU64);
 
 impl Windowed {
+    /// The raw (window, count) word, for snapshots.
+    pub fn raw(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
+
+    pub fn set_raw(&self, value: u64) {
+        self.0.store(value, Ordering::Release);
+    }
+
     /// The count in `window`.
     pub fn get(&self, window: u32) -> u32 {
         let (w, n) = unpack(self.0.load(Ordering::Acquire));

@@ -23,6 +23,7 @@ use crate::phone::{Dial, Phone, PhoneError};
 use crate::records::{CallEnd, Record, Tags};
 use crate::route::{self, Routed};
 use crate::shield::{self, DedupeScope, Shield};
+use crate::snapshot;
 use crate::state::States;
 use crate::stats::{self, Field, Tally};
 use crate::status::{Detailed, Info, Status};
@@ -174,9 +175,13 @@ pub struct Engine {
     metrics: Metrics,
     /// The config file, for reloads (none for the built-in demo).
     config_path: Option<PathBuf>,
+    /// Where snapshots go (none: persistence off).
+    data_dir: Option<PathBuf>,
     /// Why the last reload failed, if it did. Held while reloading, so
     /// reloads from the watcher, SIGHUP and the endpoint take turns.
     last_error: parking_lot::Mutex<Option<String>>,
+    /// Held while a snapshot is written: one at a time.
+    snapshot_lock: parking_lot::Mutex<()>,
 }
 
 /// Info of the dead line: a call that matches no reservation.
@@ -212,7 +217,9 @@ impl Engine {
             swept_ms: AtomicU64::new(now),
             metrics: Metrics::default(),
             config_path: None,
+            data_dir: None,
             last_error: parking_lot::Mutex::new(None),
+            snapshot_lock: parking_lot::Mutex::new(()),
         }
     }
 
@@ -244,6 +251,17 @@ impl Engine {
     pub fn with_config_path(mut self, path: Option<PathBuf>) -> Engine {
         self.config_path = path;
         self
+    }
+
+    /// Writes snapshots into `dir` (`None`: no persistence).
+    pub fn with_data_dir(mut self, dir: Option<PathBuf>) -> Engine {
+        self.data_dir = dir;
+        self
+    }
+
+    /// Where snapshots go, if anywhere.
+    pub fn data_dir(&self) -> Option<&std::path::Path> {
+        self.data_dir.as_deref()
     }
 
     /// Swaps in a new config. Pings in flight finish on the one they
@@ -289,6 +307,115 @@ impl Engine {
                 self.metrics.reloads_failed.fetch_add(1, Ordering::Relaxed);
                 *last_error = Some(text.clone());
                 Err(text)
+            }
+        }
+    }
+
+    /// Writes a snapshot into the data folder (one at a time).
+    pub fn snapshot(&self) -> std::io::Result<snapshot::Written> {
+        let Some(dir) = self.data_dir.as_deref() else {
+            return Err(std::io::Error::other("persistence is off: no data folder"));
+        };
+        let _one_at_a_time = self.snapshot_lock.lock();
+        match snapshot::write(self, dir) {
+            Ok(written) => {
+                let m = &self.metrics;
+                m.snapshots_ok.fetch_add(1, Ordering::Relaxed);
+                m.snapshot_bytes.store(written.bytes, Ordering::Relaxed);
+                m.snapshot_duration_us.store(written.duration.as_micros() as u64, Ordering::Relaxed);
+                m.snapshot_last_success_ms.store(self.clock.now_ms(), Ordering::Relaxed);
+                tracing::info!(
+                    path = %written.path.display(),
+                    bytes = written.bytes,
+                    ms = written.duration.as_millis() as u64,
+                    "snapshot written"
+                );
+                Ok(written)
+            }
+            Err(e) => {
+                self.metrics.snapshots_failed.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(dir = %dir.display(), "snapshot failed: {e}");
+                Err(e)
+            }
+        }
+    }
+
+    /// Counters, tallies and Ping Shield state, for a snapshot.
+    pub fn export_globals(&self) -> snapshot::Globals {
+        let states = &self.states;
+        let targets = states
+            .targets
+            .all()
+            .into_iter()
+            .map(|(id, t)| {
+                let c = &t.counters;
+                snapshot::TargetImage {
+                    id,
+                    hourly: c.hourly.raw(),
+                    daily: c.daily.raw(),
+                    monthly: c.monthly.raw(),
+                    hard: c.hard.raw(),
+                    concurrency: c.concurrency.get(),
+                    calls: c.calls.get(),
+                    tally: t.tally.export(),
+                }
+            })
+            .collect();
+        let keys = states
+            .keys
+            .all()
+            .into_iter()
+            .map(|(id, k)| snapshot::KeyImage { id, tally: k.tally.export(), limiter: k.limiter.raw() })
+            .collect();
+        let names = states.publishers.all();
+        let publishers = names
+            .iter()
+            .map(|(i, name)| snapshot::PublisherImage {
+                name: name.clone(),
+                tally: states.publishers.tally(*i).export(),
+            })
+            .collect();
+        let name_of = |i: u32| names.get(i as usize).map_or_else(|| "".into(), |(_, n)| n.clone());
+        snapshot::Globals { targets, keys, publishers, shield: self.shield.export(name_of) }
+    }
+
+    /// Restores a snapshot into a fresh engine: counters and tallies, then
+    /// every shard. Reservations whose time passed while rtbd was down
+    /// expire now and give their counts back.
+    pub fn restore(&self, image: snapshot::Image) {
+        let now = self.clock.now_ms();
+        let states = &self.states;
+        let g = image.globals;
+        for p in &g.publishers {
+            let index = if p.name.as_ref() == crate::state::OTHER_PUBLISHERS {
+                0
+            } else {
+                states.publishers.index(&p.name)
+            };
+            states.publishers.tally(index).import(&p.tally);
+        }
+        for t in &g.targets {
+            let state = states.targets.get_or_create(t.id);
+            let c = &state.counters;
+            c.hourly.set_raw(t.hourly);
+            c.daily.set_raw(t.daily);
+            c.monthly.set_raw(t.monthly);
+            c.hard.set_raw(t.hard);
+            c.concurrency.set(t.concurrency);
+            c.calls.set(t.calls);
+            state.tally.import(&t.tally);
+        }
+        for k in &g.keys {
+            let state = states.keys.get_or_create(k.id);
+            state.tally.import(&k.tally);
+            state.limiter.set_raw(k.limiter);
+        }
+        self.shield.import(g.shield, |name| states.publishers.index(name));
+        let routing = self.routing();
+        for (i, shard_image) in image.shards.into_iter().enumerate() {
+            let mut shard = self.table.lock(i);
+            for live in shard.restore(shard_image, now) {
+                self.expired(&routing, &live);
             }
         }
     }
@@ -885,7 +1012,13 @@ impl Engine {
     /// gives back its counts. Its record needs no write: a record derives
     /// `expired` from its time.
     fn expire(&self, routing: &Routing, shard: &mut Shard, caller: Phone, uuid: u128) {
-        let Some(live) = shard.take_live(caller, uuid) else { return };
+        if let Some(live) = shard.take_live(caller, uuid) {
+            self.expired(routing, &live);
+        }
+    }
+
+    /// Gives back what an expired reservation held, and counts it.
+    fn expired(&self, routing: &Routing, live: &Live) {
         if let (Some(target), Some(counted)) = (live.target, live.counted_ms) {
             self.give_back(routing, target, counted);
         }

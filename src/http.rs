@@ -104,9 +104,9 @@ impl hyper::service::Service<Request<Incoming>> for Handler {
             let (parts, _) = req.into_parts();
             return match respond(&self.engine, &parts, &[]) {
                 Handled::Response(response) => Reply::Ready(Some(response)),
-                Handled::Auction(auction, started) => {
+                later => {
                     let engine = self.engine.clone();
-                    Reply::Pending(Box::pin(async move { Ok(settle(&engine, auction, started).await) }))
+                    Reply::Pending(Box::pin(async move { Ok(finish(&engine, later).await) }))
                 }
             };
         }
@@ -122,10 +122,7 @@ impl hyper::service::Service<Request<Incoming>> for Handler {
             let response = match Limited::new(body, MAX_BODY).collect().await {
                 Ok(collected) => {
                     let body: Bytes = collected.to_bytes();
-                    match respond(&engine, &parts, &body) {
-                        Handled::Response(response) => response,
-                        Handled::Auction(auction, started) => settle(&engine, auction, started).await,
-                    }
+                    finish(&engine, respond(&engine, &parts, &body)).await
                 }
                 Err(e) if e.is::<http_body_util::LengthLimitError>() => {
                     engine.metrics().bad_request(413);
@@ -138,6 +135,34 @@ impl hyper::service::Service<Request<Incoming>> for Handler {
             };
             Ok(response)
         }))
+    }
+}
+
+/// Finishes what could not be answered at once.
+async fn finish(engine: &Arc<Engine>, handled: Handled) -> Response<Body> {
+    match handled {
+        Handled::Response(response) => response,
+        Handled::Auction(auction, started) => settle(engine, auction, started).await,
+        Handled::Snapshot => {
+            let writer = engine.clone();
+            match tokio::task::spawn_blocking(move || writer.snapshot()).await {
+                Ok(Ok(written)) => reply::value(
+                    200,
+                    &serde_json::json!({
+                        "path": written.path.display().to_string(),
+                        "bytes": written.bytes,
+                        "duration_ms": written.duration.as_secs_f64() * 1000.0,
+                    }),
+                ),
+                Ok(Err(e)) if engine.data_dir().is_none() => {
+                    reply::rejection(&Rejection::new(409, e.to_string()))
+                }
+                Ok(Err(e)) => reply::rejection(
+                    &Rejection::new(500, format!("snapshot failed: {e}")).with_status("error"),
+                ),
+                Err(_) => internal_error(),
+            }
+        }
     }
 }
 
@@ -193,6 +218,8 @@ pub enum Handled {
     Response(Response<Body>),
     /// The ping, and when it came in.
     Auction(Box<Auction>, Instant),
+    /// Write a snapshot (blocking work, off the request threads).
+    Snapshot,
 }
 
 /// Answers one request. A panic below here is a bug; it answers 500 and the
@@ -264,6 +291,13 @@ fn dispatch(engine: &Engine, parts: &hyper::http::request::Parts, body: &[u8]) -
                     }
                 })
             }
+            _ => return Handled::Response(not_allowed("POST")),
+        },
+        ("/admin", Some("snapshot")) => match *method {
+            Method::POST => match authorized(engine, &parts.headers, Token::Admin) {
+                Ok(()) => return Handled::Snapshot,
+                Err(r) => Err(r),
+            },
             _ => return Handled::Response(not_allowed("POST")),
         },
         ("/healthz", None) => match *method {

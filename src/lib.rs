@@ -29,6 +29,7 @@
 //! | `ids`      | the uuids rtbd issues: shard and record place inside |
 //! | `reply`    | engine answers → JSON responses |
 //! | `json`     | the hand-written JSON writer of the hot path |
+//! | `snapshot` | the state on disk: encode, write crash-safe, read, restore |
 //! | `config`   | the TOML schema, validation, the compiled `Routing` |
 //! | `status`   | the statuses and detailed statuses of the contract |
 //! | `metrics`  | histograms and the Prometheus text of `/metrics` |
@@ -58,6 +59,7 @@ pub mod reply;
 pub mod route;
 pub mod server;
 pub mod shield;
+pub mod snapshot;
 pub mod state;
 pub mod stats;
 pub mod status;

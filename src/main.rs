@@ -24,6 +24,18 @@ enum Command {
         /// The config file to check.
         file: PathBuf,
     },
+    /// Work with snapshot files.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+}
+
+#[derive(Subcommand)]
+enum SnapshotCommand {
+    /// Print what a snapshot holds and whether its checksum is good.
+    Inspect {
+        /// The snapshot file.
+        file: PathBuf,
+    },
 }
 
 #[derive(clap::Args, Default)]
@@ -35,6 +47,10 @@ struct ServeArgs {
     /// Listen on this address instead of the config's `server.listen`.
     #[arg(long)]
     listen: Option<SocketAddr>,
+    /// Keep snapshots in this folder instead of the config's
+    /// `server.data_dir`.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
 }
 
 const DEFAULT_CONFIG: &str = "config/rtbd.toml";
@@ -43,6 +59,16 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::CheckConfig { file }) => check_config(&file),
+        Some(Command::Snapshot(SnapshotCommand::Inspect { file })) => match rtbd::snapshot::inspect(&file) {
+            Ok(report) => {
+                print!("{report}");
+                ExitCode::SUCCESS
+            }
+            Err(report) => {
+                eprintln!("{report}");
+                ExitCode::FAILURE
+            }
+        },
         Some(Command::Serve(args)) => serve(args),
         None => serve(ServeArgs::default()),
     }
@@ -71,11 +97,16 @@ fn check_config(file: &Path) -> ExitCode {
     }
 }
 
-fn load(args: &ServeArgs) -> Result<Routing, config::ConfigError> {
-    match &args.config {
-        Some(path) => config::load(path),
-        None if Path::new(DEFAULT_CONFIG).exists() => config::load(Path::new(DEFAULT_CONFIG)),
-        None => config::parse(config::DEMO, config::DEMO_SOURCE),
+/// The config and the file it came from (none for the built-in demo).
+fn load(args: &ServeArgs) -> Result<(Routing, Option<PathBuf>), config::ConfigError> {
+    let path = match &args.config {
+        Some(path) => Some(path.clone()),
+        None if Path::new(DEFAULT_CONFIG).exists() => Some(PathBuf::from(DEFAULT_CONFIG)),
+        None => None,
+    };
+    match path {
+        Some(path) => config::load(&path).map(|routing| (routing, Some(path))),
+        None => config::parse(config::DEMO, config::DEMO_SOURCE).map(|routing| (routing, None)),
     }
 }
 
@@ -86,8 +117,8 @@ fn serve(args: ServeArgs) -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let routing = match load(&args) {
-        Ok(routing) => routing,
+    let (routing, config_path) = match load(&args) {
+        Ok(loaded) => loaded,
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::FAILURE;
@@ -106,11 +137,18 @@ fn serve(args: ServeArgs) -> ExitCode {
     runtime.block_on(async move {
         let source = routing.source.clone();
         let example = example_curl(&routing);
-        let options = Options { listen: args.listen, ..Options::default() };
+        let data_dir = args.data_dir.clone().unwrap_or_else(|| routing.server.data_dir.clone());
+        let options = Options {
+            listen: args.listen,
+            watch: config_path.is_some(),
+            config_path,
+            data_dir: Some(data_dir),
+            ..Options::default()
+        };
         let server = match Server::start(routing, options).await {
             Ok(server) => server,
             Err(e) => {
-                eprintln!("cannot listen: {e}");
+                eprintln!("cannot start: {e}");
                 return ExitCode::FAILURE;
             }
         };

@@ -135,8 +135,22 @@ impl fmt::Debug for Phone {
     }
 }
 
+impl serde::Serialize for Phone {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(self.digits())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Phone {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Phone, D::Error> {
+        let digits = u64::deserialize(d)?;
+        Phone::from_digits(digits)
+            .ok_or_else(|| serde::de::Error::custom(format!("{digits} is not an E.164 number")))
+    }
+}
+
 /// Where a call is transferred: a phone number or a SIP address.
-#[derive(Clone, PartialEq, Eq, Debug)]
+#[derive(Clone, PartialEq, Eq, Debug, serde::Serialize, serde::Deserialize)]
 pub enum Dial {
     Phone(Phone),
     Sip(Box<str>),

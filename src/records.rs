@@ -10,6 +10,7 @@
 use std::collections::VecDeque;
 
 use ahash::AHashMap;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::clock::rfc3339;
@@ -20,7 +21,7 @@ use crate::sym::Sym;
 use crate::webhook::Pixel;
 
 /// One step of a ping's story.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     pub at_ms: u64,
     pub target: Option<Sym>,
@@ -29,14 +30,14 @@ pub struct Event {
 }
 
 /// How a call ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CallEnd {
     pub at_ms: u64,
     pub duration_secs: u32,
     pub converted: bool,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Record {
     pub created_ms: u64,
     /// When the reservation expires (0 when nothing was reserved).
@@ -155,7 +156,7 @@ impl Record {
 
 /// A ping's tags, packed into one allocation as `name\0value\0…`. Request
 /// parsing rejects control characters, so NUL never occurs inside a tag.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tags(Box<str>);
 
 impl Tags {
@@ -192,8 +193,11 @@ pub struct Records {
     ring: VecDeque<(u128, Record)>,
     /// Sequence number of `ring[0]`.
     base: u64,
-    /// Records that were live when their turn to go came.
+    /// Records that were live when their turn to go came, and records
+    /// restored from a snapshot.
     survivors: AHashMap<u128, Record>,
+    /// When the survivors were last swept.
+    swept_ms: u64,
 }
 
 impl Records {
@@ -259,10 +263,13 @@ impl Records {
     }
 
     /// Drops survivors that have ended, when past retention or over `max`.
+    /// Survivors are few, except after a restore: they are swept at most
+    /// once a second.
     pub fn evict_survivors(&mut self, now_ms: u64, retention_ms: u64, max: usize) {
-        if self.survivors.is_empty() {
+        if self.survivors.is_empty() || now_ms < self.swept_ms + 1_000 {
             return;
         }
+        self.swept_ms = now_ms;
         let mut over = self.len().saturating_sub(max);
         self.survivors.retain(|_, r| {
             let keep =
@@ -272,6 +279,14 @@ impl Records {
             }
             keep
         });
+    }
+
+    /// Starts new sequence numbers after `seq` (after a restore, so new
+    /// uuids never repeat a restored one's place). Only on an empty ring.
+    pub fn resume_after(&mut self, seq: u64) {
+        if self.ring.is_empty() {
+            self.base = self.base.max(seq + 1);
+        }
     }
 
     /// Every record, for snapshots and stats.
@@ -330,9 +345,12 @@ mod tests {
         store.evict_survivors(2_000, 1_000, 10);
         assert!(store.get(b).is_none());
         assert_eq!(store.get(live).map(|r| r.created_ms), Some(10));
-        // Once it has expired it goes too.
+        // Once it has expired it goes too (survivors are swept once a
+        // second).
         store.get_mut(live).unwrap().expires_ms = 1_500;
-        store.evict_survivors(2_000, 1_000, 10);
+        store.evict_survivors(2_500, 1_000, 10);
+        assert!(!store.is_empty());
+        store.evict_survivors(3_000, 1_000, 10);
         assert!(store.is_empty());
     }
 

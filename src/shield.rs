@@ -82,6 +82,15 @@ impl Settings {
 pub struct Gcra(AtomicU64);
 
 impl Gcra {
+    /// The theoretical arrival time, for snapshots.
+    pub fn raw(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
+
+    pub fn set_raw(&self, tat: u64) {
+        self.0.store(tat, Ordering::Release);
+    }
+
     /// Admits one ping at `now_us` under `rate` per second with `burst`, or
     /// says how long until one would be admitted.
     pub fn admit(&self, now_us: u64, rate: u32, burst: u64) -> Result<(), u64> {
@@ -178,6 +187,20 @@ impl Window {
     pub fn totals(&self) -> (u64, u64) {
         (self.total_pings, self.total_claims)
     }
+}
+
+/// A (key, publisher) pair as a snapshot keeps it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PairImage {
+    pub key: Sym,
+    pub publisher: Box<str>,
+    pub tat: u64,
+    pub bucket_ms: u64,
+    pub head: u64,
+    pub pings: Vec<u32>,
+    pub claims: Vec<u32>,
+    pub throttled: u32,
+    pub seen_ms: u64,
 }
 
 /// What the shield says of a ping.
@@ -302,6 +325,48 @@ impl Shield {
     /// (key, publisher) pairs tracked now.
     pub fn tracked(&self) -> usize {
         self.tracked.load(Ordering::Relaxed)
+    }
+
+    /// Every pair, for a snapshot; `publisher` names a publisher index.
+    pub fn export(&self, publisher: impl Fn(u32) -> Box<str>) -> Vec<PairImage> {
+        let mut out = Vec::new();
+        for shard in &self.pairs {
+            for (&(key, index), pair) in shard.lock().iter() {
+                out.push(PairImage {
+                    key,
+                    publisher: publisher(index),
+                    tat: pair.tat,
+                    bucket_ms: pair.window.bucket_ms,
+                    head: pair.window.head,
+                    pings: pair.window.pings.to_vec(),
+                    claims: pair.window.claims.to_vec(),
+                    throttled: pair.throttled,
+                    seen_ms: pair.seen_ms,
+                });
+            }
+        }
+        out
+    }
+
+    /// Restores pairs from a snapshot; `publisher` gives a name's index.
+    pub fn import(&self, images: Vec<PairImage>, publisher: impl Fn(&str) -> u32) {
+        for image in images {
+            let mut window = Window::new(image.bucket_ms.saturating_mul(BUCKETS as u64));
+            window.bucket_ms = image.bucket_ms.max(1);
+            window.head = image.head;
+            for (i, (p, c)) in image.pings.iter().zip(&image.claims).take(BUCKETS).enumerate() {
+                window.pings[i] = *p;
+                window.claims[i] = *c;
+            }
+            window.total_pings = window.pings.iter().map(|&n| u64::from(n)).sum();
+            window.total_claims = window.claims.iter().map(|&n| u64::from(n)).sum();
+            let index = publisher(&image.publisher);
+            let pair = Pair { tat: image.tat, window, throttled: image.throttled, seen_ms: image.seen_ms };
+            let mut shard = self.pairs[shard_of(image.key, index)].lock();
+            if shard.insert((image.key, index), pair).is_none() {
+                self.tracked.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 }
 

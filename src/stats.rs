@@ -75,10 +75,26 @@ impl Tally {
         self.stripes.iter().map(|s| s[field as usize].load(Ordering::Relaxed)).sum()
     }
 
-    /// Sets a field to `value` (snapshots restore tallies).
+    /// Sets a field to `value`.
     pub fn set(&self, field: Field, value: u64) {
+        self.set_cell(field as usize, value);
+    }
+
+    fn set_cell(&self, cell: usize, value: u64) {
         for (i, s) in self.stripes.iter().enumerate() {
-            s[field as usize].store(if i == 0 { value } else { 0 }, Ordering::Relaxed);
+            s[cell].store(if i == 0 { value } else { 0 }, Ordering::Relaxed);
+        }
+    }
+
+    /// Every field's value, for snapshots.
+    pub fn export(&self) -> Vec<u64> {
+        (0..FIELDS).map(|i| self.stripes.iter().map(|s| s[i].load(Ordering::Relaxed)).sum()).collect()
+    }
+
+    /// Restores what [`Tally::export`] gave.
+    pub fn import(&self, values: &[u64]) {
+        for (i, &v) in values.iter().take(FIELDS).enumerate() {
+            self.set_cell(i, v);
         }
     }
 

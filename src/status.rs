@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 
 /// What a ping's record is now.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Status {
     /// Waiting on buyers' webhooks.
     Processing,
@@ -37,7 +37,7 @@ impl Status {
 }
 
 /// A detailed status: why a target was passed over, or a lifecycle step.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub enum Detailed {
     TargetsPaused,
     TargetsClosed,
@@ -118,6 +118,20 @@ impl Info {
 
     pub fn is_none(&self) -> bool {
         matches!(self, Info::None)
+    }
+}
+
+/// In snapshots an info is its text.
+impl serde::Serialize for Info {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Info {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Info, D::Error> {
+        let text = String::deserialize(d)?;
+        Ok(if text.is_empty() { Info::None } else { text.into() })
     }
 }
 

@@ -76,6 +76,21 @@ impl fmt::Debug for Sym {
     }
 }
 
+/// In snapshots a handle is its name: handles are only valid within the
+/// process that made them.
+impl serde::Serialize for Sym {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Sym {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Sym, D::Error> {
+        let name = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Ok(Sym::intern(&name))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -46,7 +46,7 @@ pub enum Scope {
 }
 
 /// A live reservation (or a ping still in flight) and its terms.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Live {
     pub uuid: u128,
     pub key: Sym,
@@ -294,6 +294,65 @@ impl Shard {
     pub fn scheduled(&self) -> usize {
         self.wheel.len()
     }
+
+    /// This shard as a snapshot keeps it: live reservations (not pings in
+    /// flight: their buyers' answers die with the process), the records
+    /// `keep` admits, and the call history.
+    pub fn image(&self, keep: impl Fn(&Record) -> bool) -> ShardOut<'_> {
+        ShardOut {
+            live: self.live().filter(|(_, l)| l.status != Status::Processing).collect(),
+            records: self.records.iter().filter(|(_, r)| keep(r)).collect(),
+            history: self.history.iter().map(|(&caller, h)| (caller, h.as_slice())).collect(),
+        }
+    }
+
+    /// Restores a shard from a snapshot taken before a restart. Returns the
+    /// live reservations whose time passed meanwhile: the caller expires
+    /// them (and gives their counts back).
+    pub fn restore(&mut self, image: ShardIn, now_ms: u64) -> Vec<Live> {
+        let mut records = image.records;
+        records.sort_by_key(|(_, r)| r.created_ms);
+        let mut max_seq = None;
+        for (uuid, record) in records {
+            if let (true, Some(inbound)) = (record.target.is_some(), record.inbound) {
+                self.last.insert((record.caller.digits(), inbound.digits()), uuid);
+            }
+            max_seq = max_seq.max(Some(ids::seq_of(uuid)));
+            self.records.insert(uuid, record);
+        }
+        if let Some(seq) = max_seq {
+            self.records.resume_after(seq);
+        }
+        let mut expired = Vec::new();
+        for (digits, live) in image.live {
+            let Some(caller) = Phone::from_digits(digits) else { continue };
+            if live.is_live(now_ms) {
+                self.add_live(caller, live);
+            } else {
+                expired.push(live);
+            }
+        }
+        for (caller, entries) in image.history {
+            self.history.insert(caller, entries.into_iter().collect());
+        }
+        expired
+    }
+}
+
+/// A shard, borrowed for a snapshot.
+#[derive(serde::Serialize)]
+pub struct ShardOut<'a> {
+    pub live: Vec<(u64, &'a Live)>,
+    pub records: Vec<(u128, &'a Record)>,
+    pub history: Vec<(u64, &'a [(Sym, u64)])>,
+}
+
+/// A shard read back from a snapshot (the same encoding as [`ShardOut`]).
+#[derive(serde::Deserialize)]
+pub struct ShardIn {
+    pub live: Vec<(u64, Live)>,
+    pub records: Vec<(u128, Record)>,
+    pub history: Vec<(u64, Vec<(Sym, u64)>)>,
 }
 
 #[cfg(test)]

@@ -35,7 +35,7 @@ pub struct Webhook {
     pub timeout_ms: Option<u64>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Method {
     Get,
     Post,
@@ -281,7 +281,7 @@ fn amount(value: &simd_json::BorrowedValue) -> Amount {
 }
 
 /// One webhook call, as the record shows it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Pixel {
     pub target: Sym,
     pub method: Method,

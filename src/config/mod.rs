@@ -10,6 +10,7 @@ mod locate;
 pub mod routing;
 mod schema;
 mod validate;
+pub mod watch;
 
 use std::fmt;
 use std::path::Path;

@@ -1,0 +1,362 @@
+//! Snapshots: the engine's state on disk, so a restart loses nothing the
+//! last snapshot held.
+//!
+//! A snapshot file is a 32-byte header and a postcard payload:
+//!
+//! | bytes | what |
+//! | --- | --- |
+//! | 0..8 | magic `RTBDSNAP` |
+//! | 8..12 | format version (u32, little-endian) |
+//! | 12..20 | when it was taken (ms since the epoch, u64) |
+//! | 20..28 | payload length (u64) |
+//! | 28..32 | CRC-32 of the payload |
+//!
+//! The payload holds a preamble, then each shard of the table (live
+//! reservations, records of reservations, call history) encoded while that
+//! shard alone is locked, then the counters, tallies and Ping Shield state.
+//! Records of pings that reserved nothing are left out, and so are pings
+//! still waiting on buyers.
+//!
+//! Writing is crash-safe: a temporary file is written and fsynced, renamed
+//! into place, and the folder fsynced; the two newest snapshots are kept.
+//! Reading checks the magic, the version, the length and the checksum before
+//! decoding; a bad file is reported and the previous one tried.
+
+use std::fs::{self, File};
+use std::io::{self, Write as _};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::Engine;
+use crate::shield::PairImage;
+use crate::status::Status;
+use crate::sym::Sym;
+use crate::table::{SHARDS, ShardIn};
+
+pub const MAGIC: &[u8; 8] = b"RTBDSNAP";
+/// The format this build writes and reads.
+pub const VERSION: u32 = 1;
+const HEADER: usize = 32;
+/// Snapshots kept in the folder.
+const KEEP: usize = 2;
+const PREFIX: &str = "snapshot-";
+const SUFFIX: &str = ".rtbd";
+
+#[derive(Serialize, Deserialize)]
+struct Preamble {
+    created_ms: u64,
+    shards: u32,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TargetImage {
+    pub id: Sym,
+    pub hourly: u64,
+    pub daily: u64,
+    pub monthly: u64,
+    pub hard: u64,
+    pub concurrency: u32,
+    pub calls: u32,
+    pub tally: Vec<u64>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct KeyImage {
+    pub id: Sym,
+    pub tally: Vec<u64>,
+    pub limiter: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PublisherImage {
+    pub name: Box<str>,
+    pub tally: Vec<u64>,
+}
+
+/// Everything outside the table.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Globals {
+    pub targets: Vec<TargetImage>,
+    pub keys: Vec<KeyImage>,
+    pub publishers: Vec<PublisherImage>,
+    pub shield: Vec<PairImage>,
+}
+
+/// A snapshot read back.
+pub struct Image {
+    pub created_ms: u64,
+    pub shards: Vec<ShardIn>,
+    pub globals: Globals,
+}
+
+impl Image {
+    /// Live reservations held.
+    pub fn live(&self) -> usize {
+        self.shards.iter().map(|s| s.live.len()).sum()
+    }
+
+    /// Records held.
+    pub fn records(&self) -> usize {
+        self.shards.iter().map(|s| s.records.len()).sum()
+    }
+
+    /// Calls claimed and not yet ended.
+    pub fn live_calls(&self) -> usize {
+        self.shards
+            .iter()
+            .flat_map(|s| &s.records)
+            .filter(|(_, r)| r.status == Status::Claimed && r.end.is_none())
+            .count()
+    }
+}
+
+/// Why a snapshot file cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    Io(String),
+    Empty,
+    NotASnapshot,
+    /// Written by a newer rtbd.
+    FutureVersion(u32),
+    /// Shorter (or longer) than its header says.
+    Truncated {
+        expected: u64,
+        found: u64,
+    },
+    Checksum,
+    Decode(String),
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Io(e) => write!(f, "cannot read it: {e}"),
+            Error::Empty => write!(f, "the file is empty"),
+            Error::NotASnapshot => write!(f, "not an rtbd snapshot (bad magic)"),
+            Error::FutureVersion(v) => {
+                write!(f, "written by a newer rtbd (format {v}; this build reads format {VERSION})")
+            }
+            Error::Truncated { expected, found } => {
+                write!(f, "truncated: the header says {expected} payload bytes, the file has {found}")
+            }
+            Error::Checksum => write!(f, "checksum mismatch: the file is corrupt"),
+            Error::Decode(e) => write!(f, "cannot decode it: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// What a written snapshot came to.
+#[derive(Debug, Clone)]
+pub struct Written {
+    pub path: PathBuf,
+    pub bytes: u64,
+    pub duration: Duration,
+}
+
+/// Encodes the engine's state (shard by shard: pings wait at most for one
+/// shard's copy).
+pub fn encode(engine: &Engine) -> (u64, Vec<u8>) {
+    let created_ms = engine.clock().now_ms();
+    let mut payload = Vec::with_capacity(1 << 20);
+    let preamble = Preamble { created_ms, shards: SHARDS as u32 };
+    append(&mut payload, &preamble);
+    let now = created_ms;
+    let keep = |r: &crate::records::Record| {
+        matches!(r.status_at(now), Status::Reserved | Status::Confirmed | Status::Claimed | Status::Expired)
+    };
+    for shard in engine.table().shards() {
+        let shard = shard.lock();
+        append(&mut payload, &shard.image(keep));
+    }
+    append(&mut payload, &engine.export_globals());
+    (created_ms, payload)
+}
+
+fn append<T: Serialize + ?Sized>(payload: &mut Vec<u8>, value: &T) {
+    // Encoding into a Vec cannot fail for these types.
+    if let Ok(bytes) = postcard::to_extend(value, std::mem::take(payload)) {
+        *payload = bytes;
+    }
+}
+
+/// The file for a snapshot taken at `created_ms`.
+pub fn file_name(created_ms: u64) -> String {
+    format!("{PREFIX}{created_ms:013}{SUFFIX}")
+}
+
+/// Writes a snapshot of `engine` into `dir`, crash-safe.
+pub fn write(engine: &Engine, dir: &Path) -> io::Result<Written> {
+    let started = Instant::now();
+    let (created_ms, payload) = encode(engine);
+    fs::create_dir_all(dir)?;
+    let mut header = Vec::with_capacity(HEADER);
+    header.extend_from_slice(MAGIC);
+    header.extend_from_slice(&VERSION.to_le_bytes());
+    header.extend_from_slice(&created_ms.to_le_bytes());
+    header.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    header.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    let tmp = dir.join(".snapshot.tmp");
+    {
+        let mut file = File::create(&tmp)?;
+        file.write_all(&header)?;
+        file.write_all(&payload)?;
+        file.sync_all()?;
+    }
+    let path = dir.join(file_name(created_ms));
+    fs::rename(&tmp, &path)?;
+    File::open(dir)?.sync_all()?;
+    for old in list(dir)?.into_iter().skip(KEEP) {
+        let _ = fs::remove_file(old);
+    }
+    Ok(Written { path, bytes: (HEADER + payload.len()) as u64, duration: started.elapsed() })
+}
+
+/// Snapshot files in `dir`, newest first.
+pub fn list(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = match fs::read_dir(dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(PREFIX) && n.ends_with(SUFFIX))
+            })
+            .collect(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    files.sort();
+    files.reverse();
+    Ok(files)
+}
+
+/// The header of a snapshot: (format version, created ms, payload length,
+/// checksum).
+struct Header {
+    version: u32,
+    created_ms: u64,
+    length: u64,
+    crc: u32,
+}
+
+fn header(bytes: &[u8]) -> Result<Header, Error> {
+    if bytes.is_empty() {
+        return Err(Error::Empty);
+    }
+    if bytes.len() < HEADER || &bytes[..8] != MAGIC {
+        return Err(if bytes.len() >= 8 && &bytes[..8] == MAGIC {
+            Error::Truncated { expected: HEADER as u64, found: bytes.len() as u64 }
+        } else {
+            Error::NotASnapshot
+        });
+    }
+    let word = |at: usize| u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+    let long = |at: usize| u64::from(word(at)) | (u64::from(word(at + 4)) << 32);
+    Ok(Header { version: word(8), created_ms: long(12), length: long(20), crc: word(28) })
+}
+
+/// Checks and decodes a whole snapshot file's bytes.
+pub fn decode(bytes: &[u8]) -> Result<Image, Error> {
+    let h = header(bytes)?;
+    if h.version > VERSION {
+        return Err(Error::FutureVersion(h.version));
+    }
+    if h.version != VERSION {
+        return Err(Error::Decode(format!("format {} is not readable by this build", h.version)));
+    }
+    let payload = &bytes[HEADER..];
+    if payload.len() as u64 != h.length {
+        return Err(Error::Truncated { expected: h.length, found: payload.len() as u64 });
+    }
+    if crc32fast::hash(payload) != h.crc {
+        return Err(Error::Checksum);
+    }
+    let bad = |e: postcard::Error| Error::Decode(e.to_string());
+    let (preamble, mut rest): (Preamble, _) = postcard::take_from_bytes(payload).map_err(bad)?;
+    if preamble.shards as usize != SHARDS || preamble.created_ms != h.created_ms {
+        return Err(Error::Decode("the preamble does not match the header".to_owned()));
+    }
+    let mut shards = Vec::with_capacity(SHARDS);
+    for _ in 0..SHARDS {
+        let (shard, tail): (ShardIn, _) = postcard::take_from_bytes(rest).map_err(bad)?;
+        shards.push(shard);
+        rest = tail;
+    }
+    let (globals, tail): (Globals, _) = postcard::take_from_bytes(rest).map_err(bad)?;
+    if !tail.is_empty() {
+        return Err(Error::Decode(format!("{} bytes after the end", tail.len())));
+    }
+    Ok(Image { created_ms: h.created_ms, shards, globals })
+}
+
+/// Reads and decodes a snapshot file.
+pub fn read(path: &Path) -> Result<Image, Error> {
+    let bytes = fs::read(path).map_err(|e| Error::Io(e.to_string()))?;
+    decode(&bytes)
+}
+
+/// The newest good snapshot in `dir`. A bad one is reported (and the next
+/// older tried); if snapshots exist and none is good, that is an error: a
+/// start must never be silently empty.
+pub fn load_newest(dir: &Path) -> Result<Option<(PathBuf, Image)>, String> {
+    let files = list(dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
+    let mut failures = Vec::new();
+    for path in &files {
+        match read(path) {
+            Ok(image) => {
+                if !failures.is_empty() {
+                    tracing::error!(
+                        "snapshot {} is bad; fell back to the older {}",
+                        failures.join("; "),
+                        path.display()
+                    );
+                }
+                return Ok(Some((path.clone(), image)));
+            }
+            Err(e) => {
+                tracing::error!("snapshot {} cannot be used: {e}", path.display());
+                failures.push(format!("{}: {e}", path.display()));
+            }
+        }
+    }
+    if failures.is_empty() {
+        Ok(None)
+    } else {
+        Err(format!(
+            "no usable snapshot in {}: {}. Move the files aside to start empty.",
+            dir.display(),
+            failures.join("; ")
+        ))
+    }
+}
+
+/// `rtbd snapshot inspect FILE`: what a snapshot holds, and whether its
+/// checksum is good.
+pub fn inspect(path: &Path) -> Result<String, String> {
+    let bytes = fs::read(path).map_err(|e| format!("{}: cannot read it: {e}", path.display()))?;
+    let mut out = format!("{}\n", path.display());
+    let h = header(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    out.push_str(&format!("  format version: {}\n", h.version));
+    out.push_str(&format!("  taken at:       {}\n", crate::clock::rfc3339(h.created_ms)));
+    out.push_str(&format!("  payload:        {} bytes\n", h.length));
+    let payload = &bytes[HEADER..];
+    let checksum_ok = payload.len() as u64 == h.length && crc32fast::hash(payload) == h.crc;
+    out.push_str(&format!("  checksum:       {}\n", if checksum_ok { "good" } else { "BAD" }));
+    match decode(&bytes) {
+        Ok(image) => {
+            out.push_str(&format!("  live reservations: {}\n", image.live()));
+            out.push_str(&format!("  records:           {}\n", image.records()));
+            out.push_str(&format!("  live calls:        {}\n", image.live_calls()));
+            out.push_str(&format!("  targets:           {}\n", image.globals.targets.len()));
+            out.push_str(&format!("  keys:              {}\n", image.globals.keys.len()));
+            out.push_str(&format!("  publishers:        {}\n", image.globals.publishers.len()));
+            out.push_str(&format!("  shield pairs:      {}\n", image.globals.shield.len()));
+            Ok(out)
+        }
+        Err(e) => Err(format!("{out}  unusable: {e}")),
+    }
+}
