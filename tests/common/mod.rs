@@ -59,8 +59,12 @@ impl TestServer {
             .unwrap_or_else(|e| panic!("test config: {e}"));
         let clock = ManualClock::new(now_ms);
         // No background tick: tests move the clock and tick themselves.
-        let options =
-            Options { listen: Some("127.0.0.1:0".parse().unwrap()), clock: clock.clock(), tick: None };
+        let options = Options {
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+            clock: clock.clock(),
+            tick: None,
+            ..Options::default()
+        };
         let server = Server::start(routing, options).await.expect("start");
         let base = format!("http://{}", server.addr());
         let client = rtbd::webhook::client();
