@@ -1,5 +1,6 @@
 //! The `rtbd` command: parse arguments, load the config, run the server.
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -153,11 +154,15 @@ fn serve(args: ServeArgs) -> ExitCode {
             }
         };
         let addr = server.addr();
-        println!("rtbd listening on http://{addr} (config: {source})");
+        // A closed stdout (`rtbd | head -1`) must not stop the server.
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "rtbd listening on http://{addr} (config: {source})");
         if let Some(query) = example {
-            println!("get a reservation:");
-            println!("  curl -s -X POST 'http://{addr}/rtbs.json?{query}'");
+            let _ = writeln!(out, "get a reservation:");
+            let _ = writeln!(out, "  curl -s -X POST 'http://{addr}/rtbs.json?{query}'");
         }
+        let _ = out.flush();
+        drop(out);
         server.run_until_signal().await;
         ExitCode::SUCCESS
     })

@@ -38,10 +38,11 @@ pub fn spawn(
         _ => PathBuf::from("."),
     };
     watcher.watch(&folder, RecursiveMode::NonRecursive)?;
+    // What the running config was read from: only a change of it reloads.
+    let mut last = read(&path);
     Ok(tokio::spawn(async move {
         // The watcher lives as long as this task.
         let _watcher = watcher;
-        let mut last = read(&path);
         let mut stop = std::pin::pin!(stop);
         loop {
             tokio::select! {

@@ -55,20 +55,31 @@ impl TestServer {
     }
 
     pub async fn start_at(config_text: &str, now_ms: u64) -> TestServer {
+        TestServer::start_with(config_text, now_ms, |_| {}).await.expect("start")
+    }
+
+    /// Starts with options changed by `adjust` (a data folder, a config
+    /// file to reload).
+    pub async fn start_with(
+        config_text: &str,
+        now_ms: u64,
+        adjust: impl FnOnce(&mut Options),
+    ) -> std::io::Result<TestServer> {
         let routing = config::parse_with_env(config_text, "test.toml", |_| None)
             .unwrap_or_else(|e| panic!("test config: {e}"));
         let clock = ManualClock::new(now_ms);
         // No background tick: tests move the clock and tick themselves.
-        let options = Options {
+        let mut options = Options {
             listen: Some("127.0.0.1:0".parse().unwrap()),
             clock: clock.clock(),
             tick: None,
             ..Options::default()
         };
-        let server = Server::start(routing, options).await.expect("start");
+        adjust(&mut options);
+        let server = Server::start(routing, options).await?;
         let base = format!("http://{}", server.addr());
         let client = rtbd::webhook::client();
-        TestServer { server, clock, base, client }
+        Ok(TestServer { server, clock, base, client })
     }
 
     /// Moves the clock and runs the expiry tick at once, so tests never wait.
