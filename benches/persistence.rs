@@ -1,0 +1,139 @@
+//! A table of 1,000,000 live reservations: memory per reservation, the time
+//! and size of a snapshot, ping latency while the snapshot is taken, and the
+//! time to restore it.
+//!
+//! Run: `cargo bench --bench persistence` (needs about 2 GiB of memory).
+//! Results are in the README.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use hyper::Request;
+use rtbd::clock::Clock;
+use rtbd::engine::Engine;
+use rtbd::{config, http, snapshot};
+
+const KEY: &str = "persist-key";
+const RESERVATIONS: u64 = 1_000_000;
+
+fn config() -> String {
+    format!(
+        r#"
+[server]
+admin_token = "a"
+switch_token = "s"
+max_records = 2000000
+
+[[campaigns]]
+id = "p"
+tracking_numbers = ["+18444021146"]
+
+[[campaigns.rtb_keys]]
+key = "{KEY}"
+ttl_secs = 3600
+
+[[campaigns.conversion_criteria]]
+publisher_id = "*"
+payout = 12.5
+duration_secs = 90
+
+[[campaigns.targets]]
+id = "t"
+number = "+18005550100"
+"#
+    )
+}
+
+fn ping(engine: &Engine, caller: u64) -> bool {
+    let uri = format!("/rtbs.json?key={KEY}&publisher_id=pub&caller_number=%2B1{caller}&caller_zip=10001");
+    let Ok(request) = Request::post(uri).body(()) else { return false };
+    let (parts, _) = request.into_parts();
+    matches!(http::respond(engine, &parts, &[]), http::Handled::Response(r) if r.status() == 200)
+}
+
+/// Resident memory of this process, in bytes.
+fn rss() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+    pages * 4096
+}
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("rtbd-persistence-{}", std::process::id()));
+    let routing = config::parse_with_env(&config(), "bench", |_| None).expect("config");
+    let engine = Arc::new(Engine::new(routing, Clock::system()).with_data_dir(Some(dir.clone())));
+
+    let before = rss();
+    let started = Instant::now();
+    for i in 0..RESERVATIONS {
+        assert!(ping(&engine, 8_000_000_000 + i), "ping {i}");
+    }
+    let filled = started.elapsed();
+    let after = rss();
+    println!(
+        "filled {RESERVATIONS} live reservations in {:.2} s; RSS grew {} MB: {} bytes per reservation (record included)",
+        filled.as_secs_f64(),
+        (after - before) / 1_000_000,
+        (after - before) / RESERVATIONS
+    );
+
+    // Pings from another thread while the snapshot is written.
+    let running = Arc::new(AtomicBool::new(true));
+    let barrier = Arc::new(Barrier::new(2));
+    let pinger = {
+        let (engine, running, barrier) = (engine.clone(), running.clone(), barrier.clone());
+        std::thread::spawn(move || {
+            let mut latencies = Vec::new();
+            let mut caller = 9_000_000_000u64;
+            barrier.wait();
+            while running.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                ping(&engine, caller);
+                latencies.push(t.elapsed());
+                caller += 1;
+            }
+            latencies
+        })
+    };
+    barrier.wait();
+    let written = engine.snapshot().expect("snapshot");
+    running.store(false, Ordering::Relaxed);
+    let mut latencies = pinger.join().expect("pinger");
+    latencies.sort_unstable();
+    println!(
+        "snapshot of {} reservations: {:.3} s, {} MB",
+        RESERVATIONS,
+        written.duration.as_secs_f64(),
+        written.bytes / 1_000_000
+    );
+    println!(
+        "{} pings meanwhile (in-process): p50 {:?}, p99 {:?}, max {:?}",
+        latencies.len(),
+        pct(&latencies, 0.5),
+        pct(&latencies, 0.99),
+        latencies.last().copied().unwrap_or_default()
+    );
+
+    // Restore into a fresh engine.
+    let started = Instant::now();
+    let image = snapshot::read(&written.path).expect("read");
+    let read = started.elapsed();
+    let routing = config::parse_with_env(&config(), "bench", |_| None).expect("config");
+    let fresh = Engine::new(routing, Clock::system());
+    let live = image.live();
+    fresh.restore(image);
+    println!(
+        "restore of {live} reservations: read and decode {:.3} s, total {:.3} s",
+        read.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
