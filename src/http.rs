@@ -35,32 +35,57 @@ use crate::reply::{self, Body};
 pub const MAX_BODY: usize = 16 * 1024;
 /// Longest accepted path and query.
 pub const MAX_URI: usize = 8 * 1024;
-/// A client must send its request head within this time.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest request head (request line and headers) hyper buffers.
+pub const MAX_HEAD: usize = MAX_URI + 8 * 1024;
+/// Most headers in one request.
+pub const MAX_HEADERS: usize = 64;
 /// How long shutdown waits for requests in flight.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
+/// The answer to a connection over `max_connections`.
+const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: 56\r\nconnection: close\r\n\r\n{\"status\":\"rejected\",\"info\":\"too many open connections\"}";
+
 /// Serves `engine` on `listener` until `shutdown` completes, then stops
 /// accepting and lets open requests finish (up to [`SHUTDOWN_GRACE`]).
+///
+/// A client must send a request's head within `header_read_timeout_ms`
+/// (slow-loris connections are closed), which is also how long an idle
+/// keep-alive connection stays open. Past `max_connections` open
+/// connections, a new one is answered 503 and closed; the open ones are
+/// not affected.
 pub async fn serve(listener: TcpListener, engine: Arc<Engine>, shutdown: impl Future<Output = ()>) {
+    let (head_timeout, max_connections) = {
+        let routing = engine.routing();
+        (Duration::from_millis(routing.server.header_read_timeout_ms), routing.server.max_connections)
+    };
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(head_timeout)
         .keep_alive(true)
-        .max_buf_size(MAX_URI + 8 * 1024);
+        .max_buf_size(MAX_HEAD)
+        .max_headers(MAX_HEADERS);
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
+                Ok((mut stream, _)) => {
+                    let Ok(slot) = slots.clone().try_acquire_owned() else {
+                        tokio::spawn(async move {
+                            use tokio::io::AsyncWriteExt;
+                            let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(BUSY)).await;
+                        });
+                        continue;
+                    };
                     let _ = stream.set_nodelay(true);
                     let handler = Handler { engine: engine.clone() };
                     let conn = builder.serve_connection(TokioIo::new(stream), handler);
                     let conn = graceful.watch(conn);
                     tokio::spawn(async move {
                         let _ = conn.await;
+                        drop(slot);
                     });
                 }
                 Err(e) => {
@@ -225,7 +250,14 @@ pub enum Handled {
 /// Answers one request. A panic below here is a bug; it answers 500 and the
 /// server goes on.
 pub fn respond(engine: &Engine, parts: &hyper::http::request::Parts, body: &[u8]) -> Handled {
-    std::panic::catch_unwind(AssertUnwindSafe(|| dispatch(engine, parts, body))).unwrap_or_else(|_| {
+    contain(parts, || dispatch(engine, parts, body))
+}
+
+/// Runs a handler; a panic becomes a 500 answer (and a log line) instead of
+/// a dropped connection. Why not abort: one bad request must not take the
+/// server down (the release profile keeps `panic = "unwind"` for this).
+fn contain(parts: &hyper::http::request::Parts, handler: impl FnOnce() -> Handled) -> Handled {
+    std::panic::catch_unwind(AssertUnwindSafe(handler)).unwrap_or_else(|_| {
         tracing::error!(method = %parts.method, path = parts.uri.path(), "request handler panicked");
         Handled::Response(internal_error())
     })
@@ -445,7 +477,18 @@ fn record(engine: &Engine, id: &str) -> Result<Response<Body>, Rejection> {
 
 #[cfg(test)]
 mod tests {
-    use super::split;
+    use super::{Handled, contain, split};
+
+    #[test]
+    fn a_panicking_handler_answers_500() {
+        let (parts, _) = hyper::Request::post("/rtbs.json").body(()).unwrap().into_parts();
+        let handled = contain(&parts, || panic!("a bug"));
+        let Handled::Response(response) = handled else { panic!("not a response") };
+        assert_eq!(response.status(), 500);
+        // And the next request is served as usual.
+        let ok = contain(&parts, || Handled::Response(super::health()));
+        assert!(matches!(ok, Handled::Response(r) if r.status() == 200));
+    }
 
     #[test]
     fn paths_split_at_the_second_slash() {

@@ -40,12 +40,17 @@
 //! | `sym`      | interned names of keys, campaigns and targets |
 //! | `error`    | the 4xx answers a request can get |
 
+// Nothing on a request path may panic: no unwrap or expect outside tests.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod caps;
 pub mod clock;
 pub mod config;
 pub mod engine;
 pub mod error;
 pub mod filter;
+#[cfg(any(fuzzing, test))]
+pub mod fuzz;
 pub mod hours;
 pub mod http;
 pub mod ids;

@@ -1,4 +1,5 @@
 //! The `rtbd` command: parse arguments, load the config, run the server.
+#![deny(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Write as _;
 use std::net::SocketAddr;

@@ -236,6 +236,65 @@ mod tests {
         assert_eq!(out, b"+442079460958");
     }
 
+    use proptest::prelude::*;
+
+    /// A North American number written the ways people write them.
+    fn nanp() -> impl Strategy<Value = (u64, String)> {
+        (2u64..10, 0u64..100, 2u64..10, 0u64..100, 0u64..10_000, 0usize..6).prop_map(
+            |(a, b, c, d, line, style)| {
+                let area = a * 100 + b;
+                let exchange = c * 100 + d;
+                let digits = area * 10_000_000 + exchange * 10_000 + line;
+                let text = match style {
+                    0 => format!("{area}{exchange:03}{line:04}"),
+                    1 => format!("({area}) {exchange:03}-{line:04}"),
+                    2 => format!("1-{area}-{exchange:03}-{line:04}"),
+                    3 => format!("+1 {area} {exchange:03} {line:04}"),
+                    4 => format!("{area}.{exchange:03}.{line:04}"),
+                    _ => format!(" 1{area}{exchange:03}{line:04}"),
+                };
+                (digits, text)
+            },
+        )
+    }
+
+    proptest! {
+        /// Normalizing a normalized number changes nothing.
+        #[test]
+        fn normalizing_is_idempotent(text in "[ +]?[0-9 ().-]{0,20}") {
+            if let Ok(p) = Phone::parse(&text) {
+                prop_assert_eq!(Phone::parse(&p.to_string()), Ok(p));
+            }
+        }
+
+        /// On North American numbers, rtbd agrees with the phonenumber
+        /// crate (Google's libphonenumber rules): whatever it deems valid,
+        /// rtbd normalizes to the same E.164.
+        #[test]
+        fn agrees_with_phonenumber_on_north_american_numbers((digits, text) in nanp()) {
+            let ours = Phone::parse(&text).map(|p| p.to_string());
+            prop_assert_eq!(&ours, &Ok(format!("+1{digits}")), "{}", text);
+            if let Ok(theirs) = phonenumber::parse(Some(phonenumber::country::Id::US), &text) {
+                if phonenumber::is_valid(&theirs) {
+                    let e164 = theirs.format().mode(phonenumber::Mode::E164).to_string();
+                    prop_assert_eq!(ours.as_deref(), Ok(e164.as_str()), "{}", text);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_oracle_judges_real_numbers_valid() {
+        // The property above only compares where the oracle says valid:
+        // make sure it does for ordinary numbers.
+        for text in ["(650) 253-0000", "212-736-5000", "+1 415 555 2671", "18004444444"] {
+            let theirs = phonenumber::parse(Some(phonenumber::country::Id::US), text).unwrap();
+            assert!(phonenumber::is_valid(&theirs), "{text}");
+            let e164 = theirs.format().mode(phonenumber::Mode::E164).to_string();
+            assert_eq!(Phone::parse(text).unwrap().to_string(), e164);
+        }
+    }
+
     #[test]
     fn dial_numbers_and_sip() {
         assert_eq!(

@@ -359,6 +359,73 @@ pub struct ShardIn {
 mod tests {
     use super::*;
 
+    use proptest::prelude::*;
+    use std::collections::BTreeSet;
+
+    fn live(uuid: u128) -> Live {
+        Live {
+            uuid,
+            key: Sym::intern("table-test-key"),
+            campaign: Sym::intern("table-test-campaign"),
+            status: Status::Reserved,
+            expires_ms: u64::MAX,
+            target: None,
+            inbound: None,
+            payout_milli: 0,
+            seconds: 0,
+            counted_ms: None,
+            publisher: 0,
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+        /// Threads adding and taking live entries for shared callers at once
+        /// leave exactly what each thread's own sequence says: nothing is
+        /// lost, nothing appears twice.
+        #[test]
+        fn concurrent_inserts_and_removals_lose_nothing(
+            plans in proptest::collection::vec(proptest::collection::vec((0u64..20, any::<bool>()), 1..200), 2..5)
+        ) {
+            let table = std::sync::Arc::new(Table::new(0));
+            let threads: Vec<_> = plans.iter().cloned().enumerate().map(|(thread, plan)| {
+                let table = table.clone();
+                std::thread::spawn(move || {
+                    let mut expected = BTreeSet::new();
+                    for (step, (caller, take)) in plan.into_iter().enumerate() {
+                        let caller = Phone::from_digits(18_005_550_000 + caller).unwrap();
+                        let mut shard = table.lock(Table::shard_of_caller(caller));
+                        let mine = expected.iter().copied().find(|(c, _)| *c == caller.digits());
+                        match (take, mine) {
+                            (true, Some((c, uuid))) => {
+                                assert!(shard.take_live(caller, uuid).is_some(), "lost {uuid}");
+                                expected.remove(&(c, uuid));
+                            }
+                            _ => {
+                                let uuid = ((thread as u128) << 64) | step as u128;
+                                shard.add_live(caller, live(uuid));
+                                expected.insert((caller.digits(), uuid));
+                            }
+                        }
+                    }
+                    expected
+                })
+            }).collect();
+            let mut expected = BTreeSet::new();
+            for t in threads {
+                expected.extend(t.join().unwrap());
+            }
+            let mut found = BTreeSet::new();
+            for shard in table.shards() {
+                for (caller, l) in shard.lock().live() {
+                    prop_assert!(found.insert((caller, l.uuid)), "{} twice", l.uuid);
+                }
+            }
+            prop_assert_eq!(found, expected);
+        }
+    }
+
     #[test]
     fn callers_spread_over_shards() {
         let mut counts = [0usize; SHARDS];

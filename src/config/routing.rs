@@ -53,6 +53,11 @@ pub struct Server {
     pub data_dir: PathBuf,
     /// 0: no periodic snapshots (still on demand and at shutdown).
     pub snapshot_interval_secs: u64,
+    /// Open connections at most; more are answered 503 and closed.
+    pub max_connections: usize,
+    /// A request's head must arrive within this, and an idle keep-alive
+    /// connection is closed after it.
+    pub header_read_timeout_ms: u64,
     pub record_retention_ms: u64,
     pub max_records: usize,
     pub sip_domain: Option<Box<str>>,

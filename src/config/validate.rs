@@ -169,6 +169,12 @@ fn server(check: &mut Checker, path: &Path, s: schema::Server) -> routing::Serve
     if s.data_dir.is_empty() {
         check.error(path.key("data_dir"), "must name a folder");
     }
+    if s.max_connections == 0 || s.max_connections > 1_000_000 {
+        check.error(path.key("max_connections"), "must be between 1 and 1000000");
+    }
+    if !(100..=600_000).contains(&s.header_read_timeout_ms) {
+        check.error(path.key("header_read_timeout_ms"), "must be between 100 and 600000");
+    }
     if s.snapshot_interval_secs > 86_400 {
         check.error(
             path.key("snapshot_interval_secs"),
@@ -197,6 +203,8 @@ fn server(check: &mut Checker, path: &Path, s: schema::Server) -> routing::Serve
         switch_token,
         data_dir: s.data_dir.into(),
         snapshot_interval_secs: s.snapshot_interval_secs,
+        max_connections: s.max_connections as usize,
+        header_read_timeout_ms: s.header_read_timeout_ms,
         record_retention_ms: s.record_retention_secs.saturating_mul(1000),
         max_records: s.max_records as usize,
         sip_domain,
