@@ -14,6 +14,10 @@ use rtbd::clock::Clock;
 use rtbd::engine::Engine;
 use rtbd::{config, http, snapshot};
 
+// The same allocator as the rtbd binary.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const KEY: &str = "persist-key";
 const RESERVATIONS: u64 = 1_000_000;
 

@@ -21,6 +21,10 @@ use rtbd::sym::Sym;
 use rtbd::table::{Scope, Table};
 use rtbd::{config, http, shield};
 
+// The same allocator as the rtbd binary.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const KEY: &str = "1915260e-da0c-4443-a35b-8fb9d9843e42";
 const RING: usize = 32_768;
 

@@ -20,7 +20,7 @@ use crate::json;
 use crate::metrics::Metrics;
 use crate::params::Params;
 use crate::phone::{Dial, Phone, PhoneError};
-use crate::records::{CallEnd, Record, Tags};
+use crate::records::{CallEnd, Flow, Record, Tags};
 use crate::route::{self, Routed};
 use crate::shield::{self, DedupeScope, Shield};
 use crate::snapshot;
@@ -386,14 +386,14 @@ impl Engine {
         let now = self.clock.now_ms();
         let states = &self.states;
         let g = image.globals;
-        for p in &g.publishers {
-            let index = if p.name.as_ref() == crate::state::OTHER_PUBLISHERS {
-                0
-            } else {
-                states.publishers.index(&p.name)
-            };
+        // Publisher indices are this process's own: map the snapshot's to them.
+        let mut remap = Vec::with_capacity(g.publishers.len());
+        for (i, p) in g.publishers.iter().enumerate() {
+            let index = if i == 0 { 0 } else { states.publishers.index(&p.name) };
             states.publishers.tally(index).import(&p.tally);
+            remap.push(index);
         }
+        let publisher = |old: u32| remap.get(old as usize).copied().unwrap_or(0);
         for t in &g.targets {
             let state = states.targets.get_or_create(t.id);
             let c = &state.counters;
@@ -414,7 +414,7 @@ impl Engine {
         let routing = self.routing();
         for (i, shard_image) in image.shards.into_iter().enumerate() {
             let mut shard = self.table.lock(i);
-            for live in shard.restore(shard_image, now) {
+            for live in shard.restore(shard_image, now, publisher) {
                 self.expired(&routing, &live);
             }
         }
@@ -527,7 +527,7 @@ impl Engine {
 
         // Judge the targets.
         let uuid = shard.new_uuid(shard_index);
-        let mut flow = Vec::new();
+        let mut flow = Flow::new();
         let ping = route::Ping {
             publisher,
             caller,
@@ -543,18 +543,21 @@ impl Engine {
             caller,
             key: rtb_key.id,
             campaign: campaign.id,
-            publisher: publisher.into(),
+            publisher: publisher_index,
             status: Status::NoTarget,
             target: None,
             transfer: None,
             inbound: None,
             payout_milli: 0,
             seconds: 0,
-            end: None,
             tags: Tags::new(params.tags()),
-            flow: Vec::new(),
-            pixels: Vec::new(),
+            flow: Flow::new(),
+            extra: None,
         };
+        if publisher_index == 0 {
+            // Past the publishers tracked one by one: keep the id itself.
+            record.extra_mut().publisher = Some(publisher.into());
+        }
         let origin = Origin { campaign, key: rtb_key, inbound, publisher: publisher_index };
         let routed = match judged {
             Err(verdict) => verdict,
@@ -669,7 +672,7 @@ impl Engine {
         guard.armed = false;
         shard.take_live(caller, uuid);
         let mut judged = judged;
-        let mut flow = Vec::new();
+        let mut flow = Flow::new();
         let ping = route::Ping {
             publisher: &publisher,
             caller,
@@ -686,7 +689,7 @@ impl Engine {
         // A ping in flight is pinned in the records, so its record is there.
         let Some(record) = shard.records.get_mut(uuid) else { return Answer::Expired { uuid } };
         record.flow.extend(flow);
-        record.pixels = answers.into_iter().map(|(_, (_, pixel))| pixel).collect();
+        record.extra_mut().pixels = answers.into_iter().map(|(_, (_, pixel))| pixel).collect();
         record.tags = Tags::new(tags.tags());
         let (answer, live) = self.conclude(record, uuid, now, routed, &origin);
         if let Some(live) = live {
@@ -725,7 +728,7 @@ impl Engine {
                 record.status = Status::Reserved;
                 record.expires_ms = live.expires_ms;
                 record.target = Some(target.id);
-                record.transfer = Some(winner.transfer);
+                record.set_transfer(winner.transfer);
                 record.inbound = Some(inbound);
                 record.payout_milli = live.payout_milli;
                 record.seconds = live.seconds;
@@ -875,7 +878,7 @@ impl Engine {
         }
         let live = shard.take_live(caller, uuid).ok_or_else(dead_line)?;
         let record = shard.records.get_mut(uuid).ok_or_else(dead_line)?;
-        let transfer = record.transfer.clone().ok_or_else(dead_line)?;
+        let transfer = record.transfer().ok_or_else(dead_line)?;
         record.status = Status::Claimed;
         record.push(now, Some(target), Detailed::Claimed, Info::None);
         let key = record.key;
@@ -911,11 +914,11 @@ impl Engine {
                 format!("this reservation is {}, not a claimed call", record.status_at(now).as_str()),
             ));
         }
-        let end = match record.end {
+        let end = match record.end() {
             Some(end) => end,
             None => {
                 let end = CallEnd { at_ms: now, duration_secs, converted: duration_secs >= record.seconds };
-                record.end = Some(end);
+                record.extra_mut().end = Some(end);
                 let info = if end.converted { "converted" } else { "not converted: the call was too short" };
                 record.push(now, record.target, Detailed::Ended, Info::Static(info));
                 let payout = if end.converted { record.payout_milli } else { 0 };
@@ -932,7 +935,7 @@ impl Engine {
                     });
                 }
                 self.states.keys.with(record.key, |k| bump(&k.tally));
-                bump(self.states.publishers.tally(self.states.publishers.index(&record.publisher)));
+                bump(self.states.publishers.tally(record.publisher));
                 end
             }
         };
@@ -948,7 +951,12 @@ impl Engine {
     pub fn record(&self, uuid: u128) -> Option<serde_json::Value> {
         let now = self.clock.now_ms();
         let shard = self.table.lock(Table::shard_of_uuid(uuid));
-        Some(shard.records.get(uuid)?.to_json(uuid, now))
+        let record = shard.records.get(uuid)?;
+        let publisher = match record.extra.as_ref().and_then(|e| e.publisher.as_deref()) {
+            Some(id) => id.into(),
+            None => self.states.publishers.name(record.publisher),
+        };
+        Some(record.to_json(uuid, now, &publisher))
     }
 
     /// `GET /stats`.

@@ -12,6 +12,7 @@ use std::collections::VecDeque;
 use ahash::AHashMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
+use smallvec::SmallVec;
 
 use crate::clock::rfc3339;
 use crate::ids;
@@ -37,6 +38,23 @@ pub struct CallEnd {
     pub converted: bool,
 }
 
+/// A ping's steps. Most pings have one or two, kept inline: no allocation.
+pub type Flow = SmallVec<[Event; 1]>;
+
+/// The parts of a record few records have, boxed so the rest stay small.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Extra {
+    /// How the call ended.
+    pub end: Option<CallEnd>,
+    /// Every webhook call made for this ping.
+    pub pixels: Vec<Pixel>,
+    /// The publisher's id, when it is past the publishers tracked one by
+    /// one (index 0, see `state::Publishers`).
+    pub publisher: Option<Box<str>>,
+    /// A SIP transfer address (phone numbers stay in the record).
+    pub sip: Option<Box<str>>,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Record {
     pub created_ms: u64,
@@ -45,26 +63,56 @@ pub struct Record {
     pub caller: Phone,
     pub key: Sym,
     pub campaign: Sym,
-    pub publisher: Box<str>,
+    /// The publisher's index (see `state::Publishers`).
+    pub publisher: u32,
     /// The status as last written. A reservation past its time is expired
     /// without being rewritten: see [`Record::status_at`].
     pub status: Status,
     pub target: Option<Sym>,
-    pub transfer: Option<Dial>,
+    /// The transfer number; a SIP address is in `extra` (see
+    /// [`Record::transfer`]).
+    pub transfer: Option<Phone>,
     pub inbound: Option<Phone>,
     /// Thousandths of a dollar.
     pub payout_milli: u64,
     pub seconds: u32,
-    pub end: Option<CallEnd>,
     pub tags: Tags,
     /// Every step so far; for a ping that reserved nothing, the last step
     /// says why.
-    pub flow: Vec<Event>,
-    /// Every webhook call made for this ping.
-    pub pixels: Vec<Pixel>,
+    pub flow: Flow,
+    pub extra: Option<Box<Extra>>,
 }
 
 impl Record {
+    /// Where the call goes.
+    pub fn transfer(&self) -> Option<Dial> {
+        match (self.transfer, self.extra.as_ref().and_then(|e| e.sip.as_ref())) {
+            (Some(phone), _) => Some(Dial::Phone(phone)),
+            (None, Some(sip)) => Some(Dial::Sip(sip.clone())),
+            (None, None) => None,
+        }
+    }
+
+    pub fn set_transfer(&mut self, dial: Dial) {
+        match dial {
+            Dial::Phone(phone) => self.transfer = Some(phone),
+            Dial::Sip(sip) => {
+                self.transfer = None;
+                self.extra_mut().sip = Some(sip);
+            }
+        }
+    }
+
+    /// How the call ended, if it did.
+    pub fn end(&self) -> Option<CallEnd> {
+        self.extra.as_ref().and_then(|e| e.end)
+    }
+
+    /// The rare parts, made on first use.
+    pub fn extra_mut(&mut self) -> &mut Extra {
+        self.extra.get_or_insert_with(Box::default)
+    }
+
     /// The status at `now_ms`. Expiry is derived from the time rather than
     /// written, so expiring a reservation never has to touch its record.
     pub fn status_at(&self, now_ms: u64) -> Status {
@@ -76,7 +124,7 @@ impl Record {
     pub fn is_pinned(&self, now_ms: u64) -> bool {
         match self.status_at(now_ms) {
             Status::Processing | Status::Reserved | Status::Confirmed => true,
-            Status::Claimed => self.end.is_none(),
+            Status::Claimed => self.end().is_none(),
             _ => false,
         }
     }
@@ -94,8 +142,9 @@ impl Record {
         self.flow.push(Event { at_ms, target, status, info });
     }
 
-    /// The whole record at `now_ms`, as `/call_reservations/{uuid}` shows it.
-    pub fn to_json(&self, uuid: u128, now_ms: u64) -> Value {
+    /// The whole record at `now_ms`, as `/call_reservations/{uuid}` shows it;
+    /// `publisher` is the publisher's id.
+    pub fn to_json(&self, uuid: u128, now_ms: u64, publisher: &str) -> Value {
         let money = |milli: u64| json!(milli as f64 / 1000.0);
         let tags: Map<String, Value> =
             self.tags.iter().map(|(k, v)| (k.to_owned(), Value::from(v))).collect();
@@ -109,6 +158,8 @@ impl Record {
             })
         };
         let mut flow: Vec<Value> = self.flow.iter().map(event).collect();
+        let end = self.end();
+        let pixels = self.extra.as_ref().map_or(&[][..], |e| e.pixels.as_slice());
         if status == Status::Expired && self.status != Status::Expired {
             flow.push(event(&Event {
                 at_ms: self.expires_ms,
@@ -123,20 +174,20 @@ impl Record {
             "status": status.as_str(),
             "key": self.key.as_str(),
             "campaign_id": self.campaign.as_str(),
-            "publisher_id": self.publisher.as_ref(),
+            "publisher_id": publisher,
             "caller_number": self.caller.to_string(),
             "tags": tags,
             "created_at": rfc3339(self.created_ms),
             "expires_at": (self.expires_ms > 0).then(|| rfc3339(self.expires_ms)),
             "target_id": self.target.map(Sym::as_str),
-            "transfer_number": self.transfer.as_ref().map(ToString::to_string),
+            "transfer_number": self.transfer().map(|d| d.to_string()),
             "retreaver_payout": if reserved { money(self.payout_milli) } else { Value::Null },
             "retreaver_seconds": if reserved { json!(self.seconds) } else { Value::Null },
             "inbound_number": self.inbound.map(|p| p.to_string()),
-            "converted": self.end.map(|e| e.converted),
-            "duration_secs": self.end.map(|e| e.duration_secs),
+            "converted": end.map(|e| e.converted),
+            "duration_secs": end.map(|e| e.duration_secs),
             "call_flow": flow,
-            "fired_pixels": self.pixels.iter().map(|p| json!({
+            "fired_pixels": pixels.iter().map(|p| json!({
                 "target_id": p.target.as_str(),
                 "method": p.method.as_str(),
                 "url": p.url.as_ref(),
@@ -307,17 +358,16 @@ mod tests {
             caller: Phone::parse("+18005550100").unwrap(),
             key: Sym::intern("k"),
             campaign: Sym::intern("c"),
-            publisher: "p".into(),
+            publisher: 1,
             status,
             target: None,
             transfer: None,
             inbound: None,
             payout_milli: 0,
             seconds: 0,
-            end: None,
             tags: Tags::default(),
-            flow: Vec::new(),
-            pixels: Vec::new(),
+            flow: Flow::new(),
+            extra: None,
         }
     }
 

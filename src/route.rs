@@ -17,7 +17,7 @@ use crate::config::{Campaign, Mode, Number, Target};
 use crate::params::Params;
 use crate::phone::{Dial, Phone};
 use crate::pricing::{self, Price};
-use crate::records::Event;
+use crate::records::{Event, Flow};
 use crate::stats::Field;
 use crate::status::{Detailed, Info, Status, UNPRICEABLE};
 use crate::sym::Sym;
@@ -95,7 +95,7 @@ pub struct Judged {
 /// over into `flow`, and picks the winner. Webhook targets are left out:
 /// with webhooks, use [`judge`], ask the buyers, then [`Judged::bid`] and
 /// [`Judged::choose`].
-pub fn route(campaign: &Campaign, ping: &Ping<'_, '_>, flow: &mut Vec<Event>) -> Routed {
+pub fn route(campaign: &Campaign, ping: &Ping<'_, '_>, flow: &mut Flow) -> Routed {
     match judge(campaign, ping, flow) {
         Ok(judged) => judged.choose(campaign, ping, flow),
         Err(verdict) => verdict,
@@ -104,7 +104,7 @@ pub fn route(campaign: &Campaign, ping: &Ping<'_, '_>, flow: &mut Vec<Event>) ->
 
 /// Judges every target up to its webhook. `Err` is a verdict reached before
 /// any target: no targets, or no criteria for the publisher.
-pub fn judge(campaign: &Campaign, ping: &Ping<'_, '_>, flow: &mut Vec<Event>) -> Result<Judged, Routed> {
+pub fn judge(campaign: &Campaign, ping: &Ping<'_, '_>, flow: &mut Flow) -> Result<Judged, Routed> {
     if campaign.targets.is_empty() {
         return Err(nobody(Status::NoTarget, Detailed::NoTarget, Detailed::NoTarget.summary().into()));
     }
@@ -145,7 +145,7 @@ pub fn judge(campaign: &Campaign, ping: &Ping<'_, '_>, flow: &mut Vec<Event>) ->
 }
 
 impl Judged {
-    fn pass_over(&mut self, flow: &mut Vec<Event>, at_ms: u64, target: Sym, status: Detailed, info: Info) {
+    fn pass_over(&mut self, flow: &mut Flow, at_ms: u64, target: Sym, status: Detailed, info: Info) {
         self.passed_over.add(status, &info);
         flow.push(Event { at_ms, target: Some(target), status, info });
     }
@@ -157,7 +157,7 @@ impl Judged {
         price: Price,
         transfer: Dial,
         ping: &Ping<'_, '_>,
-        flow: &mut Vec<Event>,
+        flow: &mut Flow,
     ) {
         let duplicate = ping.reached_recently(target);
         if duplicate {
@@ -179,7 +179,7 @@ impl Judged {
         ping: &Ping<'_, '_>,
         target: usize,
         verdict: &Verdict,
-        flow: &mut Vec<Event>,
+        flow: &mut Flow,
     ) {
         let Some(t) = campaign.targets.get(target) else { return };
         let outcome = match verdict {
@@ -195,7 +195,7 @@ impl Judged {
 
     /// Picks the winner among the candidates. With `count_caps`, the winner
     /// must also fit its caps now, else the next best is tried.
-    pub fn choose(mut self, campaign: &Campaign, ping: &Ping<'_, '_>, flow: &mut Vec<Event>) -> Routed {
+    pub fn choose(mut self, campaign: &Campaign, ping: &Ping<'_, '_>, flow: &mut Flow) -> Routed {
         while let Some(i) = pick(campaign, &self.candidates) {
             let target = &campaign.targets[self.candidates[i].target];
             let mut counted_ms = None;

@@ -107,7 +107,7 @@ impl Image {
         self.shards
             .iter()
             .flat_map(|s| &s.records)
-            .filter(|(_, r)| r.status == Status::Claimed && r.end.is_none())
+            .filter(|(_, r)| r.status == Status::Claimed && r.end().is_none())
             .count()
     }
 }

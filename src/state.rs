@@ -136,6 +136,11 @@ impl Publishers {
         &self.tallies[(index as usize).min(MAX_PUBLISHERS)]
     }
 
+    /// The id of publisher `index` (`(other)` for index 0).
+    pub fn name(&self, index: u32) -> Box<str> {
+        self.names.lock().get(index as usize).cloned().unwrap_or_else(|| OTHER_PUBLISHERS.into())
+    }
+
     /// Every publisher seen, with its index.
     pub fn all(&self) -> Vec<(u32, Box<str>)> {
         self.names.lock().iter().enumerate().map(|(i, n)| (i as u32, n.clone())).collect()

@@ -11,14 +11,20 @@
 //! request input: nothing a publisher sends is interned.
 
 use std::fmt;
+use std::num::NonZeroU32;
 use std::sync::OnceLock;
 
 use ahash::AHashMap;
 use parking_lot::RwLock;
 
-/// A handle to an interned name.
+/// A handle to an interned name: its index plus one, so that an
+/// `Option<Sym>` takes no more room than a `Sym`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Sym(u32);
+pub struct Sym(NonZeroU32);
+
+fn handle(index: u32) -> Sym {
+    Sym(NonZeroU32::new(index.saturating_add(1)).unwrap_or(NonZeroU32::MAX))
+}
 
 #[derive(Default)]
 struct Interner {
@@ -35,32 +41,32 @@ impl Sym {
     /// The handle of `name`, interning it on first sight.
     pub fn intern(name: &str) -> Sym {
         if let Some(&id) = interner().read().ids.get(name) {
-            return Sym(id);
+            return handle(id);
         }
         let mut table = interner().write();
         if let Some(&id) = table.ids.get(name) {
-            return Sym(id);
+            return handle(id);
         }
-        let id = u32::try_from(table.names.len()).unwrap_or(u32::MAX);
+        let id = u32::try_from(table.names.len()).unwrap_or(u32::MAX - 1);
         let leaked: &'static str = Box::leak(name.to_owned().into_boxed_str());
         table.names.push(leaked);
         table.ids.insert(leaked, id);
-        Sym(id)
+        handle(id)
     }
 
     /// The handle of `name` if it was ever interned.
     pub fn lookup(name: &str) -> Option<Sym> {
-        interner().read().ids.get(name).map(|&id| Sym(id))
+        interner().read().ids.get(name).map(|&id| handle(id))
     }
 
     /// The handle's number: small and dense, for hashing and indexing.
     pub fn index(self) -> u32 {
-        self.0
+        self.0.get() - 1
     }
 
     /// The interned name.
     pub fn as_str(self) -> &'static str {
-        interner().read().names.get(self.0 as usize).copied().unwrap_or("")
+        interner().read().names.get(self.index() as usize).copied().unwrap_or("")
     }
 }
 
@@ -104,5 +110,6 @@ mod tests {
         assert_eq!(a.as_str(), "sym-test-a");
         assert_eq!(Sym::lookup("sym-test-b"), Some(b));
         assert_eq!(Sym::lookup("sym-test-never"), None);
+        assert_eq!(std::mem::size_of::<Option<Sym>>(), 4);
     }
 }

@@ -309,11 +309,13 @@ impl Shard {
     /// Restores a shard from a snapshot taken before a restart. Returns the
     /// live reservations whose time passed meanwhile: the caller expires
     /// them (and gives their counts back).
-    pub fn restore(&mut self, image: ShardIn, now_ms: u64) -> Vec<Live> {
+    /// `publisher` maps the snapshot's publisher indices to this process's.
+    pub fn restore(&mut self, image: ShardIn, now_ms: u64, publisher: impl Fn(u32) -> u32) -> Vec<Live> {
         let mut records = image.records;
         records.sort_by_key(|(_, r)| r.created_ms);
         let mut max_seq = None;
-        for (uuid, record) in records {
+        for (uuid, mut record) in records {
+            record.publisher = publisher(record.publisher);
             if let (true, Some(inbound)) = (record.target.is_some(), record.inbound) {
                 self.last.insert((record.caller.digits(), inbound.digits()), uuid);
             }
@@ -324,7 +326,8 @@ impl Shard {
             self.records.resume_after(seq);
         }
         let mut expired = Vec::new();
-        for (digits, live) in image.live {
+        for (digits, mut live) in image.live {
+            live.publisher = publisher(live.publisher);
             let Some(caller) = Phone::from_digits(digits) else { continue };
             if live.is_live(now_ms) {
                 self.add_live(caller, live);

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The load harness: rtbd against a bare hyper server, same wrk settings,
+# same run. Prints each one's throughput, their ratio, and rtbd's latency
+# at half its peak rate.
+#
+#   benches/load/run.sh [seconds]     (default 10 s per measurement)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+SECONDS_EACH="${1:-10}"
+RTBD_ADDR=127.0.0.1:18080
+BARE_ADDR=127.0.0.1:18081
+CONNECTIONS=64
+THREADS=2
+
+if ! command -v wrk >/dev/null; then
+  echo "installing wrk (Debian package)…"
+  if [ "$(id -u)" = 0 ]; then apt-get install -y wrk >/dev/null; else sudo apt-get install -y wrk >/dev/null; fi
+fi
+
+cargo build --release --quiet --bin rtbd --example bare --example loadgen
+
+rm -rf target/load-data
+RUST_LOG=warn target/release/rtbd serve --config benches/load/rtbd.toml --listen "$RTBD_ADDR" >/dev/null &
+RTBD=$!
+target/release/examples/bare "$BARE_ADDR" >/dev/null &
+BARE=$!
+trap 'kill $RTBD $BARE 2>/dev/null || true; wait 2>/dev/null || true' EXIT
+for addr in "$RTBD_ADDR" "$BARE_ADDR"; do
+  for _ in $(seq 50); do
+    curl -s -o /dev/null "http://$addr/healthz" && break
+    sleep 0.1
+  done
+done
+
+# Requests per second of one wrk run against $1.
+rps() {
+  wrk -t"$THREADS" -c"$CONNECTIONS" -d"${SECONDS_EACH}s" -s benches/load/ping.lua "http://$1/rtbs.json" \
+    | awk '/^Requests\/sec/ { print $2 }'
+}
+
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(date -u +%Y-%m-%d)"
+echo "wrk: $THREADS threads, $CONNECTIONS keep-alive connections, ${SECONDS_EACH} s, a new caller per request"
+wrk -t1 -c8 -d2s -s benches/load/ping.lua "http://$RTBD_ADDR/rtbs.json" >/dev/null   # warm up
+wrk -t1 -c8 -d2s -s benches/load/ping.lua "http://$BARE_ADDR/rtbs.json" >/dev/null
+BARE_RPS=$(rps "$BARE_ADDR")
+RTBD_RPS=$(rps "$RTBD_ADDR")
+echo "bare hyper: $BARE_RPS requests/s"
+echo "rtbd:       $RTBD_RPS requests/s"
+awk -v r="$RTBD_RPS" -v b="$BARE_RPS" 'BEGIN { printf "ratio:      %.3f (rtbd / bare hyper)\n", r / b }'
+
+HALF=$(awk -v r="$RTBD_RPS" 'BEGIN { printf "%d", r / 2 }')
+echo "rtbd at half its peak ($HALF/s, constant rate, latency from when each request was due):"
+target/release/examples/loadgen "$RTBD_ADDR" --rate "$HALF" --seconds "$SECONDS_EACH" --connections "$CONNECTIONS" --key bench-key
