@@ -41,8 +41,11 @@ rps() {
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(date -u +%Y-%m-%d)"
 echo "wrk: $THREADS threads, $CONNECTIONS keep-alive connections, ${SECONDS_EACH} s, a new caller per request"
-wrk -t1 -c8 -d2s -s benches/load/ping.lua "http://$RTBD_ADDR/rtbs.json" >/dev/null   # warm up
-wrk -t1 -c8 -d2s -s benches/load/ping.lua "http://$BARE_ADDR/rtbs.json" >/dev/null
+# Warm up. rtbd runs for a reservation TTL (15 s) first, so its table is at
+# its steady size (a TTL's worth of live reservations, records evicting as
+# fast as they come) rather than still growing.
+wrk -t"$THREADS" -c"$CONNECTIONS" -d20s -s benches/load/ping.lua "http://$RTBD_ADDR/rtbs.json" >/dev/null
+wrk -t"$THREADS" -c"$CONNECTIONS" -d3s -s benches/load/ping.lua "http://$BARE_ADDR/rtbs.json" >/dev/null
 BARE_RPS=$(rps "$BARE_ADDR")
 RTBD_RPS=$(rps "$RTBD_ADDR")
 echo "bare hyper: $BARE_RPS requests/s"
@@ -50,5 +53,5 @@ echo "rtbd:       $RTBD_RPS requests/s"
 awk -v r="$RTBD_RPS" -v b="$BARE_RPS" 'BEGIN { printf "ratio:      %.3f (rtbd / bare hyper)\n", r / b }'
 
 HALF=$(awk -v r="$RTBD_RPS" 'BEGIN { printf "%d", r / 2 }')
-echo "rtbd at half its peak ($HALF/s, constant rate, latency from when each request was due):"
+echo "rtbd at half its peak ($HALF/s, constant rate over $CONNECTIONS connections):"
 target/release/examples/loadgen "$RTBD_ADDR" --rate "$HALF" --seconds "$SECONDS_EACH" --connections "$CONNECTIONS" --key bench-key
