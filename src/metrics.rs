@@ -8,18 +8,17 @@
 //! labelled counter, on every ping.
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crossbeam::utils::CachePadded;
 
 use crate::engine::Engine;
-use crate::stats::Field;
+use crate::stats::{Field, STRIPES, stripe};
 
 /// Upper bounds of the latency buckets, in microseconds.
 const BOUNDS_US: [u64; 14] =
     [50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000, 5_000_000];
-const STRIPES: usize = 4;
 /// Buckets, then +Inf, count and sum (µs).
 const CELLS: usize = BOUNDS_US.len() + 3;
 
@@ -27,14 +26,6 @@ const CELLS: usize = BOUNDS_US.len() + 3;
 #[derive(Default)]
 pub struct Histogram {
     stripes: [CachePadded<[AtomicU64; CELLS]>; STRIPES],
-}
-
-fn stripe() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static STRIPE: usize = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES;
-    }
-    STRIPE.with(|s| *s)
 }
 
 impl Histogram {
@@ -131,6 +122,13 @@ impl Metrics {
 /// Escapes a label value.
 fn label(value: &str) -> String {
     value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// One line per (label value, number) of a metric with one label.
+fn samples(out: &mut String, name: &str, label_name: &str, values: &[(&str, u64)]) {
+    for (label_value, n) in values {
+        let _ = writeln!(out, "{name}{{{label_name}=\"{label_value}\"}} {n}");
+    }
 }
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -265,30 +263,23 @@ pub fn render(engine: &Engine) -> String {
         }
     }
 
+    let n = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
     header(&mut out, "rtbd_config_reloads_total", "counter", "Config reloads by result.");
-    let _ = writeln!(
-        out,
-        "rtbd_config_reloads_total{{result=\"ok\"}} {}",
-        metrics.reloads_ok.load(Ordering::Relaxed)
-    );
-    let _ = writeln!(
-        out,
-        "rtbd_config_reloads_total{{result=\"error\"}} {}",
-        metrics.reloads_failed.load(Ordering::Relaxed)
+    samples(
+        &mut out,
+        "rtbd_config_reloads_total",
+        "result",
+        &[("ok", n(&metrics.reloads_ok)), ("error", n(&metrics.reloads_failed))],
     );
     header(&mut out, "rtbd_config_version", "gauge", "Version of the running config.");
     let _ = writeln!(out, "rtbd_config_version {}", routing.version);
 
     header(&mut out, "rtbd_snapshots_total", "counter", "Snapshots written, by result.");
-    let _ = writeln!(
-        out,
-        "rtbd_snapshots_total{{result=\"ok\"}} {}",
-        metrics.snapshots_ok.load(Ordering::Relaxed)
-    );
-    let _ = writeln!(
-        out,
-        "rtbd_snapshots_total{{result=\"error\"}} {}",
-        metrics.snapshots_failed.load(Ordering::Relaxed)
+    samples(
+        &mut out,
+        "rtbd_snapshots_total",
+        "result",
+        &[("ok", n(&metrics.snapshots_ok)), ("error", n(&metrics.snapshots_failed))],
     );
     header(&mut out, "rtbd_snapshot_duration_seconds", "gauge", "Time the last snapshot took.");
     let _ = writeln!(

@@ -14,9 +14,10 @@ use crate::caps::Windows;
 use crate::config::Routing;
 use crate::state::States;
 
-/// Stripes per tally; enough for the worker threads of a small machine, and
-/// more threads share stripes correctly (the adds are atomic).
-const STRIPES: usize = 4;
+/// Stripes per tally (and per `metrics::Histogram`); enough for the worker
+/// threads of a small machine, and more threads share stripes correctly
+/// (the adds are atomic).
+pub(crate) const STRIPES: usize = 4;
 
 /// What a tally counts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,7 +53,8 @@ impl std::fmt::Debug for Tally {
     }
 }
 
-fn stripe() -> usize {
+/// This thread's stripe.
+pub(crate) fn stripe() -> usize {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     thread_local! {
         static STRIPE: usize = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES;

@@ -15,31 +15,12 @@ pub const KEY: &str = "1915260e-da0c-4443-a35b-8fb9d9843e42";
 pub const ADMIN: &str = "admin-secret";
 pub const SWITCH: &str = "switch-secret";
 
-/// The config most tests use: one campaign, one static target.
+/// The config most tests use: one campaign, one static target, paying
+/// $1.173 for 95 s.
 pub fn basic_config() -> String {
-    format!(
-        r#"
-[server]
-admin_token = "{ADMIN}"
-switch_token = "{SWITCH}"
-
-[[campaigns]]
-id = "home"
-tracking_numbers = ["+18444021146"]
-
-[[campaigns.rtb_keys]]
-key = "{KEY}"
-
-[[campaigns.conversion_criteria]]
-publisher_id = "*"
-payout = 1.173
-duration_secs = 95
-
-[[campaigns.targets]]
-id = "t1"
-number = "+18005550100"
-"#
-    )
+    let criteria =
+        "[[campaigns.conversion_criteria]]\npublisher_id = \"*\"\npayout = 1.173\nduration_secs = 95\n";
+    campaign_config("", "", criteria, "[[campaigns.targets]]\nid = \"t1\"\nnumber = \"+18005550100\"\n")
 }
 
 pub struct TestServer {
