@@ -1,0 +1,143 @@
+//! The parts of the ping path, one by one: parameter parsing, the
+//! reservation table at a million entries, cap counting under contention,
+//! and answer encoding.
+//!
+//! Run: `cargo bench --bench parts`. Results are in the README.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use rtbd::caps::{Counters, Limits, Windows};
+use rtbd::engine::{Answer, Reservation};
+use rtbd::params::Params;
+use rtbd::phone::Phone;
+use rtbd::status::Status;
+use rtbd::sym::Sym;
+use rtbd::table::{Live, Scope, Table};
+
+// The same allocator as the rtbd binary.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const QUERY: &str = "key=1915260e-da0c-4443-a35b-8fb9d9843e42&publisher_id=4321ABCD&caller_number=%2B18005551234&caller_zip=10001&caller_state=NY";
+const JSON: &str = r#"{"key":"1915260e-da0c-4443-a35b-8fb9d9843e42","publisher_id":"4321ABCD","caller_number":"+18005551234","caller_zip":"10001","caller_state":"NY","age":42}"#;
+
+fn params(c: &mut Criterion) {
+    c.bench_function("params/query string", |b| b.iter(|| black_box(Params::parse(Some(black_box(QUERY)), b""))));
+    c.bench_function("params/JSON body", |b| {
+        b.iter(|| black_box(Params::parse(None, black_box(JSON.as_bytes()))))
+    });
+    c.bench_function("params/caller number", |b| b.iter(|| black_box(Phone::parse(black_box(" 18005551234")))));
+}
+
+fn live(uuid: u128, key: Sym) -> Live {
+    Live {
+        uuid,
+        key,
+        campaign: key,
+        status: Status::Reserved,
+        expires_ms: 1_000_000 + (uuid as u64 % 15_000),
+        target: Some(key),
+        inbound: Phone::from_digits(18_444_021_146),
+        payout_milli: 12_500,
+        seconds: 90,
+        counted_ms: None,
+        publisher: 1,
+    }
+}
+
+fn caller(n: u64) -> Phone {
+    Phone::from_digits(12_000_000_000 + n).unwrap_or_else(|| unreachable!())
+}
+
+fn table(c: &mut Criterion) {
+    const N: u64 = 1_000_000;
+    let key = Sym::intern("bench-table-key");
+    let table = Table::new(1_000_000);
+    for n in 0..N {
+        let caller = caller(n);
+        table.lock(Table::shard_of_caller(caller)).add_live(caller, live(u128::from(n) + 1, key));
+    }
+    let mut n = 0u64;
+    c.bench_function("table of 1M/lookup of a live reservation", |b| {
+        b.iter(|| {
+            n = (n + 7_919) % N;
+            let caller = caller(n);
+            let shard = table.lock(Table::shard_of_caller(caller));
+            black_box(shard.find_live(caller, Scope::Key(key), 1_000_000).is_some())
+        })
+    });
+    let mut m = N;
+    c.bench_function("table of 1M/insert and take back", |b| {
+        b.iter(|| {
+            m += 1;
+            let caller = caller(m);
+            let mut shard = table.lock(Table::shard_of_caller(caller));
+            shard.add_live(caller, live(u128::from(m) + 1, key));
+            black_box(shard.take_live(caller, u128::from(m) + 1))
+        })
+    });
+    // Expiry: advance every shard's wheel one millisecond at a time over
+    // the million entries' deadlines (1,000,000..1,015,000 ms).
+    let mut now = 1_000_000u64;
+    let mut due = Vec::new();
+    c.bench_function("table of 1M/expiry tick of 1 ms (67 due on average)", |b| {
+        b.iter(|| {
+            now += 1;
+            for shard in table.shards() {
+                let mut shard = shard.lock();
+                due.clear();
+                shard.due(now, &mut due);
+                for &(caller, uuid) in &due {
+                    black_box(shard.take_live(caller, uuid));
+                }
+            }
+        })
+    });
+}
+
+fn caps(c: &mut Criterion) {
+    let counters = Arc::new(Counters::default());
+    let limits = Limits { hourly: Some(u32::MAX - 1), daily: Some(u32::MAX - 1), concurrency: Some(u32::MAX - 1), ..Limits::default() };
+    let w = Windows { hour: 1, day: 1, month: 1 };
+    let running = Arc::new(AtomicBool::new(true));
+    let rival = {
+        let (counters, running) = (counters.clone(), running.clone());
+        std::thread::spawn(move || {
+            while running.load(Ordering::Relaxed) {
+                if counters.try_count(&limits, w).is_ok() {
+                    counters.give_back(w);
+                }
+            }
+        })
+    };
+    c.bench_function("caps/count and give back, another thread doing the same", |b| {
+        b.iter(|| {
+            if counters.try_count(&limits, w).is_ok() {
+                counters.give_back(w);
+            }
+        })
+    });
+    running.store(false, Ordering::Relaxed);
+    let _ = rival.join();
+}
+
+fn encoding(c: &mut Criterion) {
+    let answer = Answer::Reservation(Reservation {
+        uuid: 0x66b9_05ef_bc03_420e_ad43_e8ee_ae03_918f,
+        status: Status::Reserved,
+        payout_milli: 1_173,
+        seconds: 95,
+        inbound: Phone::from_digits(18_444_021_146),
+        expires_ms: 1_716_999_378_246,
+        echo: false,
+    });
+    c.bench_function("encode a reservation answer", |b| {
+        b.iter(|| black_box(rtbd::reply::answer(black_box(&answer), None)))
+    });
+}
+
+criterion_group!(benches, params, table, caps, encoding);
+criterion_main!(benches);
