@@ -25,11 +25,15 @@ const QUERY: &str = "key=1915260e-da0c-4443-a35b-8fb9d9843e42&publisher_id=4321A
 const JSON: &str = r#"{"key":"1915260e-da0c-4443-a35b-8fb9d9843e42","publisher_id":"4321ABCD","caller_number":"+18005551234","caller_zip":"10001","caller_state":"NY","age":42}"#;
 
 fn params(c: &mut Criterion) {
-    c.bench_function("params/query string", |b| b.iter(|| black_box(Params::parse(Some(black_box(QUERY)), b""))));
+    c.bench_function("params/query string", |b| {
+        b.iter(|| black_box(Params::parse(Some(black_box(QUERY)), b"")))
+    });
     c.bench_function("params/JSON body", |b| {
         b.iter(|| black_box(Params::parse(None, black_box(JSON.as_bytes()))))
     });
-    c.bench_function("params/caller number", |b| b.iter(|| black_box(Phone::parse(black_box(" 18005551234")))));
+    c.bench_function("params/caller number", |b| {
+        b.iter(|| black_box(Phone::parse(black_box(" 18005551234"))))
+    });
 }
 
 fn live(uuid: u128, key: Sym) -> Live {
@@ -100,7 +104,12 @@ fn table(c: &mut Criterion) {
 
 fn caps(c: &mut Criterion) {
     let counters = Arc::new(Counters::default());
-    let limits = Limits { hourly: Some(u32::MAX - 1), daily: Some(u32::MAX - 1), concurrency: Some(u32::MAX - 1), ..Limits::default() };
+    let limits = Limits {
+        hourly: Some(u32::MAX - 1),
+        daily: Some(u32::MAX - 1),
+        concurrency: Some(u32::MAX - 1),
+        ..Limits::default()
+    };
     let w = Windows { hour: 1, day: 1, month: 1 };
     let running = Arc::new(AtomicBool::new(true));
     let rival = {

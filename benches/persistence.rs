@@ -133,7 +133,7 @@ fn main() {
     let routing = config::parse_with_env(&config(), "bench", |_| None).expect("config");
     let fresh = Engine::new(routing, Clock::system());
     let live = image.live();
-    fresh.restore(image);
+    snapshot::restore(&fresh, image);
     println!(
         "restore of {live} reservations: read and decode {:.3} s, total {:.3} s",
         read.as_secs_f64(),

@@ -72,7 +72,7 @@ impl Server {
             match snapshot::load_newest(dir).map_err(io::Error::other)? {
                 Some((path, image)) => {
                     let (live, records) = (image.live(), image.records());
-                    engine.restore(image);
+                    snapshot::restore(&engine, image);
                     tracing::info!(path = %path.display(), live, records, "restored from snapshot");
                 }
                 None => tracing::info!(dir = %dir.display(), "no snapshot yet: starting empty"),

@@ -172,7 +172,7 @@ pub fn encode(engine: &Engine) -> (u64, Vec<u8>) {
         let shard = shard.lock();
         append(&mut payload, &shard.image(keep));
     }
-    append(&mut payload, &engine.export_globals());
+    append(&mut payload, &export_globals(engine));
     (created_ms, payload)
 }
 
@@ -180,6 +180,83 @@ fn append<T: Serialize + ?Sized>(payload: &mut Vec<u8>, value: &T) {
     // Encoding into a Vec cannot fail for these types.
     if let Ok(bytes) = postcard::to_extend(value, std::mem::take(payload)) {
         *payload = bytes;
+    }
+}
+
+/// Counters, tallies and Ping Shield state, for a snapshot.
+pub fn export_globals(engine: &Engine) -> Globals {
+    let states = engine.states();
+    let targets = states
+        .targets
+        .all()
+        .into_iter()
+        .map(|(id, t)| {
+            let c = &t.counters;
+            TargetImage {
+                id,
+                hourly: c.hourly.raw(),
+                daily: c.daily.raw(),
+                monthly: c.monthly.raw(),
+                hard: c.hard.raw(),
+                concurrency: c.concurrency.get(),
+                calls: c.calls.get(),
+                tally: t.tally.export(),
+            }
+        })
+        .collect();
+    let keys = states
+        .keys
+        .all()
+        .into_iter()
+        .map(|(id, k)| KeyImage { id, tally: k.tally.export(), limiter: k.limiter.raw() })
+        .collect();
+    let names = states.publishers.all();
+    let publishers = names
+        .iter()
+        .map(|(i, name)| PublisherImage { name: name.clone(), tally: states.publishers.tally(*i).export() })
+        .collect();
+    let name_of = |i: u32| names.get(i as usize).map_or_else(|| "".into(), |(_, n)| n.clone());
+    Globals { targets, keys, publishers, shield: engine.shield().export(name_of) }
+}
+
+/// Restores a snapshot into a fresh engine: counters and tallies, then
+/// every shard. Reservations whose time passed while rtbd was down expire
+/// now and give their counts back.
+pub fn restore(engine: &Engine, image: Image) {
+    let now = engine.clock().now_ms();
+    let states = engine.states();
+    let g = image.globals;
+    // Publisher indices are this process's own: map the snapshot's to them.
+    let mut remap = Vec::with_capacity(g.publishers.len());
+    for (i, p) in g.publishers.iter().enumerate() {
+        let index = if i == 0 { 0 } else { states.publishers.index(&p.name) };
+        states.publishers.tally(index).import(&p.tally);
+        remap.push(index);
+    }
+    let publisher = |old: u32| remap.get(old as usize).copied().unwrap_or(0);
+    for t in &g.targets {
+        let state = states.targets.get_or_create(t.id);
+        let c = &state.counters;
+        c.hourly.set_raw(t.hourly);
+        c.daily.set_raw(t.daily);
+        c.monthly.set_raw(t.monthly);
+        c.hard.set_raw(t.hard);
+        c.concurrency.set(t.concurrency);
+        c.calls.set(t.calls);
+        state.tally.import(&t.tally);
+    }
+    for k in &g.keys {
+        let state = states.keys.get_or_create(k.id);
+        state.tally.import(&k.tally);
+        state.limiter.set_raw(k.limiter);
+    }
+    engine.shield().import(g.shield, |name| states.publishers.index(name));
+    let routing = engine.routing();
+    for (i, shard_image) in image.shards.into_iter().enumerate() {
+        let mut shard = engine.table().lock(i);
+        for live in shard.restore(shard_image, now, publisher) {
+            engine.expired(&routing, &live);
+        }
     }
 }
 
