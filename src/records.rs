@@ -205,25 +205,28 @@ impl Record {
     }
 }
 
-/// A ping's tags, packed into one allocation as `name\0value\0…`. Request
+/// A ping's tags, packed as `name\0value\0…`: up to 48 bytes inline (most
+/// pings' tags), so a record usually allocates nothing for them. Request
 /// parsing rejects control characters, so NUL never occurs inside a tag.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Tags(Box<str>);
+pub struct Tags(SmallVec<[u8; 48]>);
 
 impl Tags {
     pub fn new<'a>(tags: impl Iterator<Item = (&'a str, &'a str)>) -> Tags {
-        let mut packed = String::new();
+        let mut packed = SmallVec::new();
         for (name, value) in tags {
-            packed.push_str(name);
-            packed.push('\0');
-            packed.push_str(value);
-            packed.push('\0');
+            packed.extend_from_slice(name.as_bytes());
+            packed.push(0);
+            packed.extend_from_slice(value.as_bytes());
+            packed.push(0);
         }
-        Tags(packed.into_boxed_str())
+        Tags(packed)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        let mut parts = self.0.split_terminator('\0');
+        // Built from whole `str`s split at NULs, so every part is UTF-8.
+        let text = std::str::from_utf8(&self.0).unwrap_or("");
+        let mut parts = text.split_terminator('\0');
         std::iter::from_fn(move || Some((parts.next()?, parts.next()?)))
     }
 
@@ -231,6 +234,10 @@ impl Tags {
         self.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
     }
 }
+
+/// How long a live reservation at the front of the ring is waited for
+/// rather than moved to the survivors.
+pub const WAIT_FOR_LIVE_MS: u64 = 60_000;
 
 /// The records of one shard: a ring in creation order, indexed by the
 /// sequence number every uuid carries (see `ids`).
@@ -299,10 +306,23 @@ impl Records {
     /// Drops the oldest records while there are more than `max` or they are
     /// older than `retention_ms`. Each record passes the front once, so this
     /// is O(1) per record however many are live.
+    ///
+    /// A live record at the front is not dropped: a reservation that ends
+    /// within [`WAIT_FOR_LIVE_MS`] is waited for (the bound is exceeded only
+    /// by live reservations, for at most that long), and a longer one (a
+    /// call, a long TTL) moves to the survivors.
     pub fn evict(&mut self, now_ms: u64, retention_ms: u64, max: usize) {
         while let Some((_, front)) = self.ring.front() {
             let due = self.len() > max || front.created_ms.saturating_add(retention_ms) <= now_ms;
             if !due {
+                break;
+            }
+            let ends_soon = match front.status_at(now_ms) {
+                Status::Reserved | Status::Confirmed => front.expires_ms <= now_ms + WAIT_FOR_LIVE_MS,
+                Status::Processing => true,
+                _ => false,
+            };
+            if ends_soon {
                 break;
             }
             let Some((uuid, record)) = self.ring.pop_front() else { break };
@@ -311,6 +331,19 @@ impl Records {
                 self.survivors.insert(uuid, record);
             }
         }
+    }
+
+    /// The newest record that `matches`: a scan, for the rare questions no
+    /// index is kept for.
+    pub fn newest(&self, matches: impl Fn(&Record) -> bool) -> Option<u128> {
+        let in_ring = self.ring.iter().rev().find(|(_, r)| matches(r)).map(|(u, r)| (*u, r.created_ms));
+        let survivor = self
+            .survivors
+            .iter()
+            .filter(|(_, r)| matches(r))
+            .max_by_key(|(_, r)| r.created_ms)
+            .map(|(u, r)| (*u, r.created_ms));
+        in_ring.into_iter().chain(survivor).max_by_key(|(_, created)| *created).map(|(uuid, _)| uuid)
     }
 
     /// Drops survivors that have ended, when past retention or over `max`.
@@ -401,6 +434,24 @@ mod tests {
         store.evict_survivors(2_500, 1_000, 10);
         assert!(!store.is_empty());
         store.evict_survivors(3_000, 1_000, 10);
+        assert!(store.is_empty());
+    }
+
+    #[test]
+    fn a_reservation_ending_soon_is_waited_for_not_moved() {
+        let mut store = Records::default();
+        let mut soon = record(10, Status::Reserved);
+        soon.expires_ms = 20_000;
+        let live = ids::new_uuid(0, store.next_seq());
+        store.insert(live, soon);
+        let other = add(&mut store, 20, Status::NoTarget);
+        // Over the bound, but the front ends within a minute: nothing goes.
+        store.evict(100, 1_000_000, 1);
+        assert_eq!(store.len(), 2);
+        assert!(store.survivors.is_empty());
+        // Once it has expired, both go.
+        store.evict(20_000, 1_000_000, 0);
+        assert!(store.get(live).is_none() && store.get(other).is_none());
         assert!(store.is_empty());
     }
 

@@ -14,8 +14,8 @@
 //!   each with its terms. Small (a TTL's worth of reservations), so it stays
 //!   in cache; the Ping Shield's echo and a call's claim read only this.
 //! - `records`: uuid → the full record of every ping, kept for retention.
-//! - `last`: (caller, inbound number) → the newest reservation, so a call
-//!   that finds no live reservation can still be told it `expired`.
+//!   A call that finds no live reservation looks there (newest first) for
+//!   one that expired: that is rare, so no index is kept for it.
 //!
 //! Why `parking_lot::Mutex` and not a `tokio::sync::Mutex`: no lock is ever
 //! held across an `.await`, and the critical sections are a few hash-map
@@ -137,7 +137,6 @@ impl Table {
 pub struct Shard {
     live: AHashMap<u64, SmallVec<[Live; 1]>>,
     pub records: Records,
-    last: AHashMap<(u64, u64), u128>,
     /// Caller → (target, when) of the calls it made, for `dedupe_secs`.
     history: AHashMap<u64, SmallVec<[(Sym, u64); 2]>>,
     /// Size of `history` after its last sweep.
@@ -151,7 +150,6 @@ impl Shard {
         Shard {
             live: AHashMap::new(),
             records: Records::default(),
-            last: AHashMap::new(),
             history: AHashMap::new(),
             history_swept: 0,
             wheel: Wheel::new(now_ms),
@@ -216,9 +214,6 @@ impl Shard {
     pub fn add_live(&mut self, caller: Phone, live: Live) {
         if live.status.is_reservation() {
             self.schedule(caller, live.uuid, live.expires_ms);
-            if let Some(inbound) = live.inbound {
-                self.last.insert((caller.digits(), inbound.digits()), live.uuid);
-            }
         }
         self.live.entry(caller.digits()).or_default().push(live);
     }
@@ -243,7 +238,7 @@ impl Shard {
     /// The newest reservation of `caller` on `inbound`, live or not, while
     /// its record is kept.
     pub fn last_reservation(&self, caller: Phone, inbound: Phone) -> Option<u128> {
-        self.last.get(&(caller.digits(), inbound.digits())).copied()
+        self.records.newest(|r| r.caller == caller && r.inbound == Some(inbound) && r.target.is_some())
     }
 
     /// The (caller, uuid) pairs whose expiry time has come.
@@ -261,12 +256,6 @@ impl Shard {
         self.records.evict(now_ms, retention_ms, max);
         if survivors {
             self.records.evict_survivors(now_ms, retention_ms, max);
-        }
-        // `last` points at records; drop what points at dropped ones now and
-        // then, in one sequential sweep, rather than on every eviction.
-        if self.last.len() > 2 * self.records.len() + 1024 {
-            let records = &self.records;
-            self.last.retain(|_, uuid| records.get(*uuid).is_some());
         }
     }
 
@@ -316,9 +305,6 @@ impl Shard {
         let mut max_seq = None;
         for (uuid, mut record) in records {
             record.publisher = publisher(record.publisher);
-            if let (true, Some(inbound)) = (record.target.is_some(), record.inbound) {
-                self.last.insert((record.caller.digits(), inbound.digits()), uuid);
-            }
             max_seq = max_seq.max(Some(ids::seq_of(uuid)));
             self.records.insert(uuid, record);
         }
