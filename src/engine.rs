@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use arc_swap::{ArcSwap, Guard};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
+use smallvec::SmallVec;
 
 use crate::caps::{Full, Limits, Windows};
 use crate::clock::Clock;
@@ -898,18 +899,22 @@ impl Engine {
         let retention = routing.server.record_retention_ms;
         let per_shard = records_per_shard(&routing);
         let mut due = Vec::new();
+        let mut expiries = Expiries::default();
         for shard in self.table.shards() {
             let mut shard = shard.lock();
             due.clear();
             shard.due(now, &mut due);
             for &(caller, uuid) in &due {
-                let expiring = shard.live_mut(caller, uuid).is_some_and(|live| !live.is_live(now));
-                if expiring {
-                    self.expire(&routing, &mut shard, caller, uuid);
+                if let Some(live) = shard.take_expired(caller, uuid, now) {
+                    if let (Some(target), Some(counted)) = (live.target, live.counted_ms) {
+                        self.give_back(&routing, target, counted);
+                    }
+                    expiries.add(&live);
                 }
             }
             shard.evict(now, retention, per_shard, true);
         }
+        expiries.apply(&self.states);
         // Publishers idle for a whole claim window are forgotten.
         let swept = self.swept_ms.load(Ordering::Relaxed);
         if now >= swept + 1_000
@@ -992,6 +997,44 @@ fn webhook_request(
         body: hook.body.as_ref().map(|b| b.render(lookup, webhook::Escape::Json)),
         timeout: std::time::Duration::from_millis(timeout_ms),
     })
+}
+
+/// Expiries of one tick, counted into the tallies at its end: one registry
+/// lookup per key and target rather than one per reservation.
+#[derive(Default)]
+struct Expiries {
+    targets: SmallVec<[(Sym, u64); 8]>,
+    keys: SmallVec<[(Sym, u64); 8]>,
+    publishers: SmallVec<[(u32, u64); 8]>,
+}
+
+fn count_in<K: PartialEq + Copy>(counts: &mut SmallVec<[(K, u64); 8]>, key: K) {
+    match counts.iter_mut().find(|(k, _)| *k == key) {
+        Some((_, n)) => *n += 1,
+        None => counts.push((key, 1)),
+    }
+}
+
+impl Expiries {
+    fn add(&mut self, live: &Live) {
+        if let Some(target) = live.target {
+            count_in(&mut self.targets, target);
+        }
+        count_in(&mut self.keys, live.key);
+        count_in(&mut self.publishers, live.publisher);
+    }
+
+    fn apply(self, states: &States) {
+        for (target, n) in self.targets {
+            states.targets.with(target, |t| t.tally.add(Field::Expired, n));
+        }
+        for (key, n) in self.keys {
+            states.keys.with(key, |k| k.tally.add(Field::Expired, n));
+        }
+        for (publisher, n) in self.publishers {
+            states.publishers.tally(publisher).add(Field::Expired, n);
+        }
+    }
 }
 
 /// Each shard keeps its share of `max_records`.

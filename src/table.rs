@@ -235,6 +235,17 @@ impl Shard {
         Some(live)
     }
 
+    /// Removes the live entry of `uuid` if its time has passed at `now_ms`.
+    pub fn take_expired(&mut self, caller: Phone, uuid: u128, now_ms: u64) -> Option<Live> {
+        let entries = self.live.get_mut(&caller.digits())?;
+        let i = entries.iter().position(|l| l.uuid == uuid && !l.is_live(now_ms))?;
+        let live = entries.swap_remove(i);
+        if entries.is_empty() {
+            self.live.remove(&caller.digits());
+        }
+        Some(live)
+    }
+
     /// The newest reservation of `caller` on `inbound`, live or not, while
     /// its record is kept.
     pub fn last_reservation(&self, caller: Phone, inbound: Phone) -> Option<u128> {
