@@ -89,6 +89,12 @@ fn main() {
         (after - before) / RESERVATIONS
     );
 
+    // Encoding alone (what holds the shard locks, one at a time).
+    let t = Instant::now();
+    let (_, payload) = snapshot::encode(&engine);
+    println!("encoding alone: {:.3} s for {} MB", t.elapsed().as_secs_f64(), payload.len() / 1_000_000);
+    drop(payload);
+
     // Pings from another thread while the snapshot is written.
     let running = Arc::new(AtomicBool::new(true));
     let barrier = Arc::new(Barrier::new(2));

@@ -157,29 +157,54 @@ pub struct Written {
     pub duration: Duration,
 }
 
-/// Encodes the engine's state (shard by shard: pings wait at most for one
-/// shard's copy).
-pub fn encode(engine: &Engine) -> (u64, Vec<u8>) {
+/// Encodes the engine's state into `sink`, piece by piece (each shard is
+/// encoded while it alone is locked, so pings wait at most for one shard's
+/// copy). Returns when the snapshot was taken.
+pub fn encode_into(engine: &Engine, mut sink: impl FnMut(&[u8]) -> io::Result<()>) -> io::Result<u64> {
     let created_ms = engine.clock().now_ms();
-    let mut payload = Vec::with_capacity(1 << 20);
-    let preamble = Preamble { created_ms, shards: SHARDS as u32 };
-    append(&mut payload, &preamble);
-    let now = created_ms;
+    // One buffer, reused for every piece: its size is one shard's, not the
+    // whole table's.
+    let mut buffer = Vec::with_capacity(1 << 20);
+    let mut emit = |buffer: &mut Vec<u8>| -> io::Result<()> {
+        sink(buffer)?;
+        buffer.clear();
+        Ok(())
+    };
+    append(&mut buffer, &Preamble { created_ms, shards: SHARDS as u32 });
+    emit(&mut buffer)?;
     let keep = |r: &crate::records::Record| {
-        matches!(r.status_at(now), Status::Reserved | Status::Confirmed | Status::Claimed | Status::Expired)
+        matches!(
+            r.status_at(created_ms),
+            Status::Reserved | Status::Confirmed | Status::Claimed | Status::Expired
+        )
     };
     for shard in engine.table().shards() {
-        let shard = shard.lock();
-        append(&mut payload, &shard.image(keep));
+        {
+            let shard = shard.lock();
+            append(&mut buffer, &shard.image(keep));
+        }
+        emit(&mut buffer)?;
     }
-    append(&mut payload, &export_globals(engine));
+    append(&mut buffer, &export_globals(engine));
+    emit(&mut buffer)?;
+    Ok(created_ms)
+}
+
+/// The payload of a snapshot of `engine`, in memory.
+pub fn encode(engine: &Engine) -> (u64, Vec<u8>) {
+    let mut payload = Vec::new();
+    let created_ms = encode_into(engine, |piece| {
+        payload.extend_from_slice(piece);
+        Ok(())
+    })
+    .unwrap_or_default();
     (created_ms, payload)
 }
 
-fn append<T: Serialize + ?Sized>(payload: &mut Vec<u8>, value: &T) {
+fn append<T: Serialize + ?Sized>(buffer: &mut Vec<u8>, value: &T) {
     // Encoding into a Vec cannot fail for these types.
-    if let Ok(bytes) = postcard::to_extend(value, std::mem::take(payload)) {
-        *payload = bytes;
+    if let Ok(bytes) = postcard::to_extend(value, std::mem::take(buffer)) {
+        *buffer = bytes;
     }
 }
 
@@ -265,31 +290,40 @@ pub fn file_name(created_ms: u64) -> String {
     format!("{PREFIX}{created_ms:013}{SUFFIX}")
 }
 
-/// Writes a snapshot of `engine` into `dir`, crash-safe.
+/// Writes a snapshot of `engine` into `dir`, crash-safe: streamed into a
+/// temporary file (so no copy of the whole table is ever in memory), its
+/// header filled in last, fsynced, renamed into place, the folder fsynced.
 pub fn write(engine: &Engine, dir: &Path) -> io::Result<Written> {
+    use std::io::{Seek, SeekFrom};
     let started = Instant::now();
-    let (created_ms, payload) = encode(engine);
     fs::create_dir_all(dir)?;
+    let tmp = dir.join(".snapshot.tmp");
+    let mut file = File::create(&tmp)?;
+    file.write_all(&[0u8; HEADER])?;
+    let mut crc = crc32fast::Hasher::new();
+    let mut length = 0u64;
+    let created_ms = encode_into(engine, |piece| {
+        crc.update(piece);
+        length += piece.len() as u64;
+        file.write_all(piece)
+    })?;
     let mut header = Vec::with_capacity(HEADER);
     header.extend_from_slice(MAGIC);
     header.extend_from_slice(&VERSION.to_le_bytes());
     header.extend_from_slice(&created_ms.to_le_bytes());
-    header.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-    header.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-    let tmp = dir.join(".snapshot.tmp");
-    {
-        let mut file = File::create(&tmp)?;
-        file.write_all(&header)?;
-        file.write_all(&payload)?;
-        file.sync_all()?;
-    }
+    header.extend_from_slice(&length.to_le_bytes());
+    header.extend_from_slice(&crc.finalize().to_le_bytes());
+    file.seek(SeekFrom::Start(0))?;
+    file.write_all(&header)?;
+    file.sync_all()?;
+    drop(file);
     let path = dir.join(file_name(created_ms));
     fs::rename(&tmp, &path)?;
     File::open(dir)?.sync_all()?;
     for old in list(dir)?.into_iter().skip(KEEP) {
         let _ = fs::remove_file(old);
     }
-    Ok(Written { path, bytes: (HEADER + payload.len()) as u64, duration: started.elapsed() })
+    Ok(Written { path, bytes: HEADER as u64 + length, duration: started.elapsed() })
 }
 
 /// Snapshot files in `dir`, newest first.
