@@ -41,10 +41,11 @@ impl Rtbd {
         Rtbd { child, base }
     }
 
-    fn signal(&self, name: &str) {
-        let status =
-            Command::new("kill").args([&format!("-{name}"), &self.child.id().to_string()]).status().unwrap();
-        assert!(status.success());
+    fn signal(&self, signal: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.child.id()).unwrap();
+        // SAFETY: kill(2) on our own child's pid has no memory effects.
+        let sent = unsafe { libc::kill(pid, signal) };
+        assert_eq!(sent, 0, "kill failed");
     }
 
     /// Waits (bounded) for the process to exit.
@@ -102,7 +103,7 @@ async fn sighup_reloads_the_config() {
     let rtbd = Rtbd::start(&config, &dir.path().join("data"));
     let (_, status) = get(&rtbd.base, "/admin/config", Some(ADMIN)).await;
     assert_eq!(status["version"], 1);
-    rtbd.signal("HUP");
+    rtbd.signal(libc::SIGHUP);
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut version = 1;
     while version < 2 && Instant::now() < deadline {
@@ -131,7 +132,7 @@ async fn sigterm_lets_requests_finish_and_writes_a_final_snapshot() {
     while buyer.hits() == 0 {
         tokio::task::yield_now().await;
     }
-    rtbd.signal("TERM");
+    rtbd.signal(libc::SIGTERM);
     let (status, body) = in_flight.await.unwrap();
     assert_eq!(status, 200);
     assert_eq!(body["status"], "reserved", "the request in flight completed: {body}");
@@ -170,7 +171,7 @@ async fn kill_9_under_load_loses_nothing_the_last_snapshot_held() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    rtbd.signal("KILL");
+    rtbd.signal(libc::SIGKILL);
     rtbd.wait();
     running.store(false, Ordering::Relaxed);
     for task in load {
