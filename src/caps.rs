@@ -12,7 +12,7 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crate::status::Detailed;
-use crate::zone::Zone;
+use crate::zone::{Local, Zone};
 
 /// The caps a target has; `None` is no cap.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -36,7 +36,11 @@ pub struct Windows {
 
 impl Windows {
     pub fn at(zone: &Zone, ms: u64) -> Windows {
-        let local = zone.local(ms);
+        Windows::of(zone.local(ms))
+    }
+
+    /// The windows of a local time.
+    pub fn of(local: Local) -> Windows {
         let clamp = |v: i64| v.clamp(0, i64::from(u32::MAX)) as u32;
         Windows { hour: clamp(local.hour()), day: clamp(local.day()), month: clamp(local.month()) }
     }

@@ -361,16 +361,9 @@ impl Engine {
 
     /// `POST /rtbs.json`: finds a buyer for a caller and reserves it.
     pub fn ping(&self, routing: &Arc<Routing>, params: &Params) -> Result<Pinged, Rejection> {
-        // Who is asking, for whom.
         let key = required(params, "key")?;
-        let publisher = params
-            .get("publisher_id")
-            .filter(|p| !p.is_empty())
-            .or_else(|| params.get("source_id").filter(|p| !p.is_empty()))
-            .ok_or_else(|| Rejection::bad_request("FAILED must include publisher_id (string)"))?;
-        let caller = caller_number(params)?;
-        let (campaign, rtb_key) = routing.key(key).ok_or_else(|| Rejection::not_found("unknown key"))?;
 
+        // A confirmation: by uuid, or the caller's live reservation.
         if let Some(status) = params.get("status").filter(|s| !s.is_empty()) {
             if status != "confirmed" {
                 return Err(Rejection::bad_request(format!(
@@ -379,10 +372,19 @@ impl Engine {
             }
             let which = match params.get("uuid").filter(|u| !u.is_empty()) {
                 Some(text) => Confirming::Uuid(parse_uuid(text)?),
-                None => Confirming::Caller(caller),
+                None => Confirming::Caller(number_param(params, "caller_number")?),
             };
             return self.confirm(routing, key, which).map(Pinged::Done);
         }
+
+        // Who is asking, for whom.
+        let publisher = params
+            .get("publisher_id")
+            .filter(|p| !p.is_empty())
+            .or_else(|| params.get("source_id").filter(|p| !p.is_empty()))
+            .ok_or_else(|| Rejection::bad_request("FAILED must include publisher_id (string)"))?;
+        let caller = number_param(params, "caller_number")?;
+        let (campaign, rtb_key) = routing.key(key).ok_or_else(|| Rejection::not_found("unknown key"))?;
 
         let inbound = match params.get("inbound_number").filter(|n| !n.is_empty()) {
             Some(text) => {
@@ -497,6 +499,8 @@ impl Engine {
                 let tags = params.owned_tags();
                 record.status = Status::Processing;
                 record.flow = flow;
+                let asking = format!("asking {} buyer(s) for a bid", judged.asks.len());
+                record.push(now, None, Detailed::ConsideringTargetsSingle, asking.into());
                 shard.add_live(caller, Live::processing(uuid, rtb_key.id, campaign.id, publisher_index));
                 shard.add_record(uuid, record);
                 let (c, k) = routing.key_position(key).unwrap_or_default();
@@ -586,9 +590,11 @@ impl Engine {
             if let (Verdict::Bid(bid), Some(t)) = (verdict, campaign.targets.get(*target)) {
                 let mut text = Vec::new();
                 json::write_money(&mut text, bid.milli);
-                tags.put(format!("retreaver_rtb_{}_bid", t.id), String::from_utf8_lossy(&text).into_owned());
+                // Tag names are lower case, and so are the criteria's.
+                let name = |what: &str| format!("retreaver_rtb_{}_{what}", t.id).to_ascii_lowercase();
+                tags.put(name("bid"), String::from_utf8_lossy(&text).into_owned());
                 if let Some(timer) = bid.timer {
-                    tags.put(format!("retreaver_rtb_{}_timer", t.id), timer.to_string());
+                    tags.put(name("timer"), timer.to_string());
                 }
             }
         }
@@ -634,9 +640,22 @@ impl Engine {
         routed: Routed,
         origin: &Origin<'_>,
     ) -> (Answer, Option<Live>) {
-        let inbound = origin.inbound.or_else(|| origin.campaign.next_tracking_number());
-        match (routed, inbound) {
-            (Routed::Winner(winner), Some(inbound)) => {
+        // The rotation moves only for a reservation.
+        let inbound = |origin: &Origin<'_>| origin.inbound.or_else(|| origin.campaign.next_tracking_number());
+        let routed = match routed {
+            Routed::Winner(winner) => match inbound(origin) {
+                Some(inbound) => Ok((winner, inbound)),
+                // Validation requires tracking numbers; kept for safety.
+                None => Err((
+                    Status::NoTarget,
+                    Detailed::NoTarget,
+                    Info::Static("the campaign has no tracking number"),
+                )),
+            },
+            Routed::Nobody { status, reason, info } => Err((status, reason, info)),
+        };
+        match routed {
+            Ok((winner, inbound)) => {
                 let target = &origin.campaign.targets[winner.target];
                 let live = Live {
                     uuid,
@@ -664,22 +683,19 @@ impl Engine {
                 target.state.tally.bump(Field::Reserved);
                 (Answer::Reservation(reservation(&live, false)), Some(live))
             }
-            // Validation requires tracking numbers; kept for safety.
-            (Routed::Winner(_), None) => {
-                let info = Info::Static("the campaign has no tracking number");
-                (self.nothing(record, uuid, origin, Status::NoTarget, Detailed::NoTarget, info), None)
-            }
-            (Routed::Nobody { status, reason, info }, _) => {
-                (self.nothing(record, uuid, origin, status, reason, info), None)
+            Err((status, reason, info)) => {
+                (self.nothing(record, uuid, now, origin, status, reason, info), None)
             }
         }
     }
 
     /// Writes a ping that reserved nothing into its record, and counts it.
+    #[allow(clippy::too_many_arguments)]
     fn nothing(
         &self,
         record: &mut Record,
         uuid: u128,
+        now: u64,
         origin: &Origin<'_>,
         status: Status,
         reason: Detailed,
@@ -689,7 +705,7 @@ impl Engine {
         origin.key.state.tally.bump(field);
         self.states.publishers.tally(origin.publisher).bump(field);
         record.status = status;
-        record.push(record.created_ms, None, reason, info.clone());
+        record.push(now, None, reason, info.clone());
         Answer::Nothing { uuid, status, reason, info }
     }
 
@@ -781,7 +797,7 @@ impl Engine {
         let expired =
             || Rejection::not_found("the reservation expired before the call arrived").with_status("expired");
         let dead_line = || Rejection::not_found(DEAD_LINE).with_status("no-target");
-        let Some(live) = shard.find_for_call(caller, inbound) else {
+        let Some(live) = shard.find_for_call(caller, inbound, now) else {
             // No live reservation: say `expired` if the newest one on this
             // number expired, else this is the dead line.
             let last = shard.last_reservation(caller, inbound).and_then(|uuid| shard.records.get(uuid));
@@ -1059,12 +1075,6 @@ fn required<'p>(params: &'p Params, name: &'static str) -> Result<&'p str, Rejec
         .get(name)
         .filter(|v| !v.is_empty())
         .ok_or_else(|| Rejection::bad_request(format!("FAILED must include {name} (string)")))
-}
-
-/// The `caller_number` parameter, normalized.
-pub fn caller_number(params: &Params) -> Result<Phone, Rejection> {
-    let text = required(params, "caller_number")?;
-    Phone::parse(text).map_err(|e| invalid_number("caller_number", text, e))
 }
 
 /// A phone-number parameter by name, normalized.

@@ -28,15 +28,17 @@ use tokio::net::TcpListener;
 use crate::engine::{self, Auction, Confirming, Engine, Pinged};
 use crate::error::Rejection;
 use crate::metrics;
-use crate::params::Params;
+use crate::params::{self, Params};
 use crate::reply::{self, Body};
 
 /// Largest accepted request body.
 pub const MAX_BODY: usize = 16 * 1024;
 /// Longest accepted path and query.
 pub const MAX_URI: usize = 8 * 1024;
-/// Largest request head (request line and headers) hyper buffers.
-pub const MAX_HEAD: usize = MAX_URI + 8 * 1024;
+/// Largest request head (request line and headers) the HTTP layer reads;
+/// past it, it answers 431 itself. Well above [`MAX_URI`], so a URL
+/// between the two gets rtbd's own 414.
+pub const MAX_HEAD: usize = 64 * 1024;
 /// Most headers in one request.
 pub const MAX_HEADERS: usize = 64;
 /// How long shutdown waits for requests in flight.
@@ -336,7 +338,7 @@ fn dispatch(engine: &Engine, parts: &hyper::http::request::Parts, body: &[u8]) -
             Method::GET | Method::HEAD => return Handled::Response(health()),
             _ => return Handled::Response(not_allowed("GET")),
         },
-        _ => Err(Rejection::not_found(format!("no such path: {}", truncate(path, 200)))),
+        _ => Err(Rejection::not_found(format!("no such path: {}", params::truncate(path, 200)))),
     };
     Handled::Response(result.unwrap_or_else(|r| {
         engine.metrics().bad_request(r.http);
@@ -350,14 +352,6 @@ fn split(path: &str) -> (&str, Option<&str>) {
         Some(i) => (&path[..=i], Some(&path[i + 2..])),
         None => (path, None),
     }
-}
-
-fn truncate(s: &str, max: usize) -> &str {
-    let mut end = s.len().min(max);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 fn not_allowed(allow: &'static str) -> Response<Body> {
@@ -447,7 +441,7 @@ fn confirm(engine: &Engine, id: &str, query: Option<&str>, body: &[u8]) -> Resul
 /// `POST /calls`.
 fn claim(engine: &Engine, query: Option<&str>, body: &[u8]) -> Result<Response<Body>, Rejection> {
     let params = Params::parse(query, body)?;
-    let caller = engine::caller_number(&params)?;
+    let caller = engine::number_param(&params, "caller_number")?;
     let inbound = engine::number_param(&params, "inbound_number")?;
     engine.claim(caller, inbound).map(|c| reply::call(&c))
 }

@@ -26,6 +26,9 @@ pub const MAX_NAME_LEN: usize = 64;
 pub const RESERVED: [&str; 7] =
     ["key", "publisher_id", "source_id", "caller_number", "inbound_number", "status", "uuid"];
 
+/// Tags rtbd sets itself; a request's own are dropped.
+pub const RTBD_TAGS: &str = "retreaver_rtb_";
+
 fn is_reserved(name: &str) -> bool {
     RESERVED.contains(&name)
 }
@@ -98,6 +101,11 @@ impl<'a> Params<'a> {
     fn set(&mut self, name: Cow<'a, str>, value: Cow<'a, str>) -> Result<(), Rejection> {
         let name = lower_case(name);
         check_name(&name)?;
+        if name.starts_with(RTBD_TAGS) {
+            // rtbd writes these itself (a buyer's bid and timer): a
+            // publisher's own would price calls as it pleases.
+            return Ok(());
+        }
         if value.len() > MAX_VALUE_LEN {
             return Err(Rejection::bad_request(format!("value of {name} is over {MAX_VALUE_LEN} bytes")));
         }
@@ -206,7 +214,8 @@ pub fn check_name(name: &str) -> Result<(), Rejection> {
     }
 }
 
-fn truncate(s: &str, max: usize) -> &str {
+/// `s` cut to at most `max` bytes, on a character boundary.
+pub fn truncate(s: &str, max: usize) -> &str {
     if s.len() <= max {
         return s;
     }
@@ -506,6 +515,12 @@ mod tests {
                 ("u".into(), "é😀".into()),
             ]
         );
+    }
+
+    #[test]
+    fn tags_rtbd_sets_itself_are_dropped() {
+        let got = parse("retreaver_rtb_b_bid=999&Retreaver_RTB_b_timer=1&zip=1", "").unwrap();
+        assert_eq!(got, vec![("zip".into(), "1".into())]);
     }
 
     #[test]

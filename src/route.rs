@@ -91,17 +91,6 @@ pub struct Judged {
     passed_over: PassedOver,
 }
 
-/// Judges every target of `campaign` for `ping`, writing each target passed
-/// over into `flow`, and picks the winner. Webhook targets are left out:
-/// with webhooks, use [`judge`], ask the buyers, then [`Judged::bid`] and
-/// [`Judged::choose`].
-pub fn route(campaign: &Campaign, ping: &Ping<'_, '_>, flow: &mut Flow) -> Routed {
-    match judge(campaign, ping, flow) {
-        Ok(judged) => judged.choose(campaign, ping, flow),
-        Err(verdict) => verdict,
-    }
-}
-
 /// Judges every target up to its webhook. `Err` is a verdict reached before
 /// any target: no targets, or no criteria for the publisher.
 pub fn judge(campaign: &Campaign, ping: &Ping<'_, '_>, flow: &mut Flow) -> Result<Judged, Routed> {
@@ -225,8 +214,9 @@ fn screen(target: &Target, ping: &Ping<'_, '_>) -> Result<(), (Detailed, Info)> 
     if target.paused {
         return Err((Detailed::TargetsPaused, Info::None));
     }
+    // The local time, worked out once for hours and caps.
+    let local = target.zone.local(ping.now_ms);
     if let Some(hours) = &target.hours {
-        let local = target.zone.local(ping.now_ms);
         if !hours.is_open(local.minute_of_week()) {
             let minute = local.minute_of_day();
             let day = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"][local.weekday() as usize % 7];
@@ -244,9 +234,7 @@ fn screen(target: &Target, ping: &Ping<'_, '_>) -> Result<(), (Detailed, Info)> 
     let limits = &target.limits;
     if limits.hourly.is_some() || limits.daily.is_some() || limits.monthly.is_some() || limits.hard.is_some()
     {
-        counters
-            .check(limits, Windows::at(&target.zone, ping.now_ms))
-            .map_err(|full| (full.status(), full.info().into()))?;
+        counters.check(limits, Windows::of(local)).map_err(|full| (full.status(), full.info().into()))?;
     }
     if counters.simulcapped(limits) {
         return Err((Detailed::TargetSimulcapped, "concurrency cap reached".into()));

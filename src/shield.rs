@@ -94,31 +94,24 @@ impl Gcra {
     /// Admits one ping at `now_us` under `rate` per second with `burst`, or
     /// says how long until one would be admitted.
     pub fn admit(&self, now_us: u64, rate: u32, burst: u64) -> Result<(), u64> {
-        let interval = 1_000_000 / u64::from(rate.max(1));
-        let tolerance = interval * burst;
         let mut tat = self.0.load(Ordering::Acquire);
         loop {
-            let next = tat.max(now_us) + interval;
-            if next - now_us > tolerance {
-                return Err(next - now_us - tolerance);
-            }
+            let next = next_arrival(tat, now_us, rate, burst)?;
             match self.0.compare_exchange_weak(tat, next, Ordering::AcqRel, Ordering::Acquire) {
                 Ok(_) => return Ok(()),
                 Err(seen) => tat = seen,
             }
         }
     }
+}
 
-    fn admit_plain(tat: &mut u64, now_us: u64, rate: u32, burst: u64) -> Result<(), u64> {
-        let interval = 1_000_000 / u64::from(rate.max(1));
-        let tolerance = interval * burst;
-        let next = (*tat).max(now_us) + interval;
-        if next - now_us > tolerance {
-            return Err(next - now_us - tolerance);
-        }
-        *tat = next;
-        Ok(())
-    }
+/// The GCRA step: the theoretical arrival time after admitting a ping at
+/// `now_us`, or how long (µs) until one would be admitted.
+fn next_arrival(tat: u64, now_us: u64, rate: u32, burst: u64) -> Result<u64, u64> {
+    let interval = 1_000_000 / u64::from(rate.max(1));
+    let tolerance = interval * burst;
+    let next = tat.max(now_us) + interval;
+    if next - now_us > tolerance { Err(next - now_us - tolerance) } else { Ok(next) }
 }
 
 /// Buckets per claim window.
@@ -276,10 +269,11 @@ impl Shield {
             seen_ms: now_ms,
         });
         pair.seen_ms = now_ms;
-        if rate > 0
-            && let Err(us) = Gcra::admit_plain(&mut pair.tat, now_us, rate, settings.burst())
-        {
-            return retry(us);
+        if rate > 0 {
+            match next_arrival(pair.tat, now_us, rate, settings.burst()) {
+                Ok(next) => pair.tat = next,
+                Err(us) => return retry(us),
+            }
         }
         if settings.min_claim_ratio <= 0.0 {
             return Verdict::Pass;

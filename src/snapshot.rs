@@ -283,6 +283,37 @@ pub fn restore(engine: &Engine, image: Image) {
             engine.expired(&routing, &live);
         }
     }
+    recount_live(engine);
+}
+
+/// Sets every target's concurrency and live-call gauges from the restored
+/// reservations and calls. The counters were copied after the shards, so
+/// what happened in between is in one and not the other: for what is live
+/// now, the restored table is the truth. (The hourly to hard counts keep
+/// the copied values; what happened during the copy may be off by the
+/// pings of that half second, until the window rolls over.)
+fn recount_live(engine: &Engine) {
+    let mut live: ahash::AHashMap<Sym, (u32, u32)> = ahash::AHashMap::new();
+    for shard in engine.table().shards() {
+        let shard = shard.lock();
+        for (_, l) in shard.live() {
+            if let (Some(target), Some(_)) = (l.target, l.counted_ms) {
+                live.entry(target).or_default().0 += 1;
+            }
+        }
+        for (_, r) in shard.records.iter() {
+            if let (Status::Claimed, None, Some(target)) = (r.status, r.end(), r.target) {
+                let (slots, calls) = live.entry(target).or_default();
+                *slots += 1;
+                *calls += 1;
+            }
+        }
+    }
+    for (id, state) in engine.states().targets.all() {
+        let (slots, calls) = live.get(&id).copied().unwrap_or_default();
+        state.counters.concurrency.set(slots);
+        state.counters.calls.set(calls);
+    }
 }
 
 /// The file for a snapshot taken at `created_ms`.

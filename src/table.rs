@@ -185,13 +185,18 @@ impl Shard {
         self.live.get(&caller.digits())?.iter().find(|l| l.in_scope(scope) && l.is_live(now_ms))
     }
 
-    /// The caller's reservation on `inbound`, live or past its time but not
-    /// yet expired by the tick.
-    pub fn find_for_call(&self, caller: Phone, inbound: Phone) -> Option<&Live> {
-        self.live
-            .get(&caller.digits())?
-            .iter()
-            .find(|l| l.status.is_reservation() && l.inbound == Some(inbound))
+    /// The caller's reservation on `inbound`: a live one if there is one
+    /// (the newest, when keys of one campaign share a number), else one past
+    /// its time that the tick has not expired yet.
+    pub fn find_for_call(&self, caller: Phone, inbound: Phone, now_ms: u64) -> Option<&Live> {
+        let on_number = || {
+            self.live
+                .get(&caller.digits())
+                .into_iter()
+                .flatten()
+                .filter(move |l| l.status.is_reservation() && l.inbound == Some(inbound))
+        };
+        on_number().filter(|l| l.is_live(now_ms)).max_by_key(|l| l.expires_ms).or_else(|| on_number().next())
     }
 
     /// A live entry by caller and uuid.

@@ -225,3 +225,36 @@ async fn the_ping_shield_echoes_and_callers_never_share() {
     let (_, record) = t.record(first["uuid"].as_str().unwrap()).await;
     assert_eq!(flow_statuses(&record), ["reserved"]);
 }
+
+#[tokio::test]
+async fn confirming_by_uuid_needs_only_the_key() {
+    let t = TestServer::start(&basic_config()).await;
+    let uuid = reserve(&t).await;
+    let (status, body) = t.ping(&format!("key={KEY}&status=confirmed&uuid={uuid}")).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("confirmed")), "{body}");
+    // Without a uuid, the caller says which reservation.
+    let (status, body) = t.ping(&format!("key={KEY}&status=confirmed")).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["info"], "FAILED must include caller_number (string)");
+}
+
+#[tokio::test]
+async fn a_call_takes_the_live_reservation_not_one_past_its_time() {
+    // Two keys of one campaign, the same tracking number: the caller holds
+    // a reservation on each. The one past its time (not yet ticked) must not
+    // hide the live one.
+    let config = basic_config().replace(
+        &format!("key = \"{KEY}\""),
+        &format!(
+            "key = \"{KEY}\"\nttl_secs = 10\n\n[[campaigns.rtb_keys]]\nkey = \"long-key\"\nttl_secs = 60"
+        ),
+    );
+    let t = TestServer::start(&config).await;
+    let (_, short) = t.ping_caller(&enc(CALLER)).await;
+    let (_, long) = t.ping(&format!("key=long-key&publisher_id=p&caller_number={}", enc(CALLER))).await;
+    assert_ne!(short["uuid"], long["uuid"]);
+    t.clock.advance(std::time::Duration::from_secs(11));
+    let (status, claim) = t.call(CALLER, INBOUND).await;
+    assert_eq!(status, 200, "{claim}");
+    assert_eq!(claim["uuid"], long["uuid"]);
+}

@@ -253,6 +253,8 @@ async fn while_buyers_think_the_record_says_so_and_repeats_are_already_processin
     let uuid = repeat["uuid"].as_str().unwrap().to_owned();
     let (_, record) = t.record(&uuid).await;
     assert_eq!(record["status"], "considering_targets.single");
+    assert_eq!(flow_statuses(&record), ["considering_targets.single"]);
+    assert_eq!(record["call_flow"][0]["info"], "asking 1 buyer(s) for a bid");
     let (_, done) = first.await.unwrap();
     assert_eq!(done["status"], "reserved");
     assert_eq!(done["uuid"], uuid.as_str());
@@ -358,4 +360,30 @@ async fn slow_buyers_delay_no_other_ping_and_keep_no_connection() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(slow.open.load(std::sync::atomic::Ordering::SeqCst), 0, "connections left open");
+}
+
+#[tokio::test]
+async fn bid_tags_are_rtbds_own_and_lower_case() {
+    // A target id with capitals still finds its lower-case bid tags.
+    let buyer = Buyer::bidding(r#"{"bid":10,"phone":"+18005550100"}"#).await;
+    let criteria = "[[campaigns.conversion_criteria]]\npublisher_id = \"*\"\npayout_percent = 50\npayout_tag = \"retreaver_rtb_Buyer1_bid\"\nduration_tag = \"retreaver_rtb_Buyer1_timer\"\n";
+    let t = server_with("", "", criteria, &webhook_target("Buyer1", &buyer.url("/"), "")).await;
+    // The buyer gave no timer; the publisher's own timer tag is ignored, so
+    // the call cannot be priced (rather than priced by the publisher).
+    let (body, record) =
+        t.ping_and_record("8005551234", "&retreaver_rtb_buyer1_timer=1&retreaver_rtb_buyer1_bid=999").await;
+    assert_eq!(body["status"], "rejected", "{body}");
+    assert_eq!(
+        flow_entry(&record, "Buyer1")["info"],
+        "Unable to determine payout until the call converts: tag retreaver_rtb_buyer1_timer is missing"
+    );
+    assert_eq!(record["tags"]["retreaver_rtb_buyer1_bid"], "10");
+
+    let buyer = Buyer::bidding(r#"{"bid":10,"duration":42,"phone":"+18005550100"}"#).await;
+    let t = server_with("", "", criteria, &webhook_target("Buyer1", &buyer.url("/"), "")).await;
+    let (body, _) = t.ping_and_record("8005551234", "").await;
+    assert_eq!(
+        (body["retreaver_payout"].as_f64(), body["retreaver_seconds"].as_u64()),
+        (Some(5.0), Some(42))
+    );
 }
