@@ -85,6 +85,9 @@ pub struct Publishers {
     ids: ArcSwap<AHashMap<Box<str>, u32>>,
     names: Mutex<Vec<Box<str>>>,
     tallies: Box<[Tally]>,
+    /// Set once every index is taken: newcomers go to index 0 without
+    /// taking the lock.
+    full: std::sync::atomic::AtomicBool,
 }
 
 /// Publishers tracked one by one.
@@ -98,6 +101,7 @@ impl Default for Publishers {
             ids: ArcSwap::from_pointee(AHashMap::new()),
             names: Mutex::new(vec![OTHER_PUBLISHERS.into()]),
             tallies: (0..=MAX_PUBLISHERS).map(|_| Tally::default()).collect(),
+            full: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
@@ -108,6 +112,9 @@ impl Publishers {
     pub fn index(&self, id: &str) -> u32 {
         if let Some(&i) = self.ids.load().get(id) {
             return i;
+        }
+        if self.full.load(std::sync::atomic::Ordering::Relaxed) {
+            return 0;
         }
         self.register(id)
     }
@@ -120,6 +127,7 @@ impl Publishers {
             return i;
         }
         if names.len() > MAX_PUBLISHERS {
+            self.full.store(true, std::sync::atomic::Ordering::Relaxed);
             return 0;
         }
         let i = names.len() as u32;
