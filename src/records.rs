@@ -245,7 +245,8 @@ pub const WAIT_FOR_LIVE_MS: u64 = 60_000;
 /// Written by hand because it is on every ping: adding a record appends to
 /// the ring and dropping the oldest pops its front, both sequential, where a
 /// hash map would cost a random memory access for each. A record still live
-/// when its turn to go comes moves to `survivors` until it ends.
+/// when its turn to go comes is waited for if it ends soon, else it moves to
+/// `survivors` until it ends (see [`Records::evict`]).
 #[derive(Default)]
 pub struct Records {
     ring: VecDeque<(u128, Record)>,
