@@ -121,7 +121,7 @@ fn bucket_ms(window_ms: u64) -> u64 {
     window_ms.div_ceil(BUCKETS as u64).max(1)
 }
 
-/// Pings and claims over a sliding window, in [`BUCKETS`] buckets.
+/// Pings and claims over a sliding window, in 60 buckets.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Window {
     bucket_ms: u64,
