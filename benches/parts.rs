@@ -17,9 +17,10 @@ use rtbd::caps::{Counters, Limits, Windows};
 use rtbd::engine::{Answer, Reservation};
 use rtbd::params::Params;
 use rtbd::phone::Phone;
+use rtbd::records::Record;
 use rtbd::status::Status;
 use rtbd::sym::Sym;
-use rtbd::table::{Live, Scope, Table};
+use rtbd::table::{Scope, Shard, Table};
 
 // The same allocator as the rtbd binary.
 #[global_allocator]
@@ -40,20 +41,20 @@ fn params(c: &mut Criterion) {
     });
 }
 
-fn live(uuid: u128, key: Sym) -> Live {
-    Live {
-        uuid,
-        key,
-        campaign: key,
-        status: Status::Reserved,
-        expires_ms: 1_000_001 + (uuid as u64 % 15_000),
-        target: Some(key),
-        inbound: Phone::from_digits(18_444_021_146),
-        payout_milli: 12_500,
-        seconds: 90,
-        counted_ms: None,
-        publisher: 1,
-    }
+/// Adds a live reservation, as a ping does: its record, then its place in
+/// the live index.
+fn reserve(shard: &mut Shard, caller: Phone, key: Sym, now_ms: u64, expires_ms: u64) -> u128 {
+    let uuid = shard.new_uuid(Table::shard_of_caller(caller));
+    let mut record = Record::new(now_ms, caller, key, key, 1);
+    record.status = Status::Reserved;
+    record.expires_ms = expires_ms;
+    record.target = Some(key);
+    record.inbound = Phone::from_digits(18_444_021_146);
+    record.payout_milli = 12_500;
+    record.seconds = 90;
+    shard.add_record(uuid, record);
+    shard.add_live(uuid);
+    uuid
 }
 
 fn caller(n: u64) -> Phone {
@@ -62,11 +63,14 @@ fn caller(n: u64) -> Phone {
 
 fn table(c: &mut Criterion) {
     const N: u64 = 1_000_000;
+    const PER_SHARD: usize = (N as usize).div_ceil(rtbd::table::SHARDS);
     let key = Sym::intern("bench-table-key");
-    let table = Table::new(1_000_000);
+    let start = 1_000_000u64;
+    let table = Table::new(start);
     for n in 0..N {
         let caller = caller(n);
-        table.lock(Table::shard_of_caller(caller)).add_live(caller, live(u128::from(n) + 1, key));
+        let mut shard = table.lock(Table::shard_of_caller(caller));
+        reserve(&mut shard, caller, key, start, start + 1 + n % 15_000);
     }
     let mut n = 0u64;
     c.bench_function("table of 1M/lookup of a live reservation", |b| {
@@ -74,7 +78,15 @@ fn table(c: &mut Criterion) {
             n = (n + 7_919) % N;
             let caller = caller(n);
             let shard = table.lock(Table::shard_of_caller(caller));
-            black_box(shard.find_live(caller, Scope::Key(key), 1_000_000).is_some())
+            black_box(shard.find_live(caller, Scope::Key(key), start).is_some())
+        })
+    });
+    c.bench_function("table of 1M/lookup of a caller with none", |b| {
+        b.iter(|| {
+            n = (n + 7_919) % N;
+            let caller = caller(N + n);
+            let shard = table.lock(Table::shard_of_caller(caller));
+            black_box(shard.find_live(caller, Scope::Key(key), start).is_some())
         })
     });
     let mut m = N;
@@ -83,28 +95,33 @@ fn table(c: &mut Criterion) {
             m += 1;
             let caller = caller(m);
             let mut shard = table.lock(Table::shard_of_caller(caller));
-            shard.add_live(caller, live(u128::from(m) + 1, key));
-            black_box(shard.take_live(caller, u128::from(m) + 1))
+            let uuid = reserve(&mut shard, caller, key, start, u64::MAX);
+            let taken = shard.take_live(uuid);
+            shard.evict(start, u64::MAX, PER_SHARD, false);
+            black_box(taken)
         })
     });
     // Expiry: advance every shard's wheel one millisecond at a time; the
     // million deadlines are spread over 15 s, so about 67 fall due per ms.
-    // Each expired entry is put back 15 s later, to stay at a million.
-    let mut now = 1_000_000u64;
-    let mut due = Vec::new();
+    // Each expired reservation is replaced by a new one due 15 s later, to
+    // stay at a million, and the oldest records go as a ping would drop
+    // them.
+    let mut now = start;
+    let mut expired = Vec::new();
     c.bench_function("table of 1M/expiry tick of 1 ms (about 67 due)", |b| {
         b.iter(|| {
             now += 1;
             for shard in table.shards() {
                 let mut shard = shard.lock();
-                due.clear();
-                shard.due(now, &mut due);
-                for &(caller, uuid) in &due {
-                    if let Some(mut entry) = shard.take_expired(caller, uuid, now) {
-                        entry.expires_ms = now + 15_000;
-                        shard.add_live(caller, entry);
+                expired.clear();
+                shard.expire(now, &mut expired);
+                for live in &expired {
+                    // The same caller calls again.
+                    if let Some(caller) = shard.records.get(live.uuid).map(|r| r.caller) {
+                        reserve(&mut shard, caller, key, now, now + 15_000);
                     }
                 }
+                shard.evict(now, u64::MAX, PER_SHARD, false);
             }
         })
     });

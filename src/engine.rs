@@ -142,7 +142,7 @@ impl Drop for InFlight {
         }
         let now = self.clock.now_ms();
         let mut shard = self.table.lock(Table::shard_of_caller(self.caller));
-        shard.take_live(self.caller, self.uuid);
+        shard.take_live(self.uuid);
         if let Some(record) = shard.records.get_mut(self.uuid)
             && record.status == Status::Processing
         {
@@ -441,7 +441,7 @@ impl Engine {
                 }
                 _ => {
                     bump(Field::AlreadyReserved);
-                    Answer::Reservation(reservation(live, true))
+                    Answer::Reservation(reservation(&live, true))
                 }
             }));
         }
@@ -465,23 +465,8 @@ impl Engine {
             count_caps: rtb_key.add_to_caps_on_reserved,
         };
         let judged = route::judge(campaign, &ping, &mut flow);
-        let mut record = Record {
-            created_ms: now,
-            expires_ms: 0,
-            caller,
-            key: rtb_key.id,
-            campaign: campaign.id,
-            publisher: publisher_index,
-            status: Status::NoTarget,
-            target: None,
-            transfer: None,
-            inbound: None,
-            payout_milli: 0,
-            seconds: 0,
-            tags: Tags::new(params.tags()),
-            flow: Flow::new(),
-            extra: None,
-        };
+        let mut record = Record::new(now, caller, rtb_key.id, campaign.id, publisher_index);
+        record.tags = Tags::new(params.tags());
         if publisher_index == 0 {
             // Past the publishers tracked one by one: keep the id itself.
             record.extra_mut().publisher = Some(publisher.into());
@@ -501,8 +486,8 @@ impl Engine {
                 record.flow = flow;
                 let asking = format!("asking {} buyer(s) for a bid", judged.asks.len());
                 record.push(now, None, Detailed::ConsideringTargetsSingle, asking.into());
-                shard.add_live(caller, Live::processing(uuid, rtb_key.id, campaign.id, publisher_index));
                 shard.add_record(uuid, record);
+                shard.add_live(uuid);
                 let (c, k) = routing.key_position(key).unwrap_or_default();
                 return Ok(Pinged::Bidding(Box::new(Auction {
                     routing: routing.clone(),
@@ -528,11 +513,11 @@ impl Engine {
             Ok(judged) => judged.choose(campaign, &ping, &mut flow),
         };
         record.flow = flow;
-        let (answer, live) = self.conclude(&mut record, uuid, now, routed, &origin);
-        if let Some(live) = live {
-            shard.add_live(caller, live);
-        }
+        let (answer, reserved) = self.conclude(&mut record, uuid, now, routed, &origin);
         shard.add_record(uuid, record);
+        if reserved {
+            shard.add_live(uuid);
+        }
         shard.evict(now, routing.server.record_retention_ms, records_per_shard(routing), false);
         Ok(Pinged::Done(answer))
     }
@@ -602,7 +587,7 @@ impl Engine {
         let now = self.clock.now_ms();
         let mut shard = self.table.lock(Table::shard_of_caller(caller));
         guard.armed = false;
-        shard.take_live(caller, uuid);
+        shard.take_live(uuid);
         let mut judged = judged;
         let mut flow = Flow::new();
         let ping = route::Ping {
@@ -623,15 +608,15 @@ impl Engine {
         record.flow.extend(flow);
         record.extra_mut().pixels = answers.into_iter().map(|(_, (_, pixel))| pixel).collect();
         record.tags = Tags::new(tags.tags());
-        let (answer, live) = self.conclude(record, uuid, now, routed, &origin);
-        if let Some(live) = live {
-            shard.add_live(caller, live);
+        let (answer, reserved) = self.conclude(record, uuid, now, routed, &origin);
+        if reserved {
+            shard.add_live(uuid);
         }
         answer
     }
 
-    /// Writes how a ping ended into its record; the live reservation to add,
-    /// if one was made.
+    /// Writes how a ping ended into its record; true if it made a
+    /// reservation (to add to the live index).
     fn conclude(
         &self,
         record: &mut Record,
@@ -639,7 +624,7 @@ impl Engine {
         now: u64,
         routed: Routed,
         origin: &Origin<'_>,
-    ) -> (Answer, Option<Live>) {
+    ) -> (Answer, bool) {
         // The rotation moves only for a reservation.
         let inbound = |origin: &Origin<'_>| origin.inbound.or_else(|| origin.campaign.next_tracking_number());
         let routed = match routed {
@@ -657,34 +642,22 @@ impl Engine {
         match routed {
             Ok((winner, inbound)) => {
                 let target = &origin.campaign.targets[winner.target];
-                let live = Live {
-                    uuid,
-                    key: origin.key.id,
-                    campaign: origin.campaign.id,
-                    status: Status::Reserved,
-                    expires_ms: now + origin.key.ttl_ms,
-                    target: Some(target.id),
-                    inbound: Some(inbound),
-                    payout_milli: winner.price.payout_milli,
-                    seconds: winner.price.seconds,
-                    counted_ms: winner.counted_ms,
-                    publisher: origin.publisher,
-                };
                 record.status = Status::Reserved;
-                record.expires_ms = live.expires_ms;
+                record.expires_ms = now + origin.key.ttl_ms;
                 record.target = Some(target.id);
                 record.set_transfer(winner.transfer);
                 record.inbound = Some(inbound);
-                record.payout_milli = live.payout_milli;
-                record.seconds = live.seconds;
+                record.payout_milli = winner.price.payout_milli;
+                record.seconds = winner.price.seconds;
+                record.set_counted_ms(winner.counted_ms);
                 record.push(now, Some(target.id), Detailed::Reserved, Info::None);
                 origin.key.state.tally.bump(Field::Reserved);
                 self.states.publishers.tally(origin.publisher).bump(Field::Reserved);
                 target.state.tally.bump(Field::Reserved);
-                (Answer::Reservation(reservation(&live, false)), Some(live))
+                (Answer::Reservation(reservation(&Live::of(uuid, record), false)), true)
             }
             Err((status, reason, info)) => {
-                (self.nothing(record, uuid, now, origin, status, reason, info), None)
+                (self.nothing(record, uuid, now, origin, status, reason, info), false)
             }
         }
     }
@@ -732,9 +705,8 @@ impl Engine {
         if record.key != rtb_key.id {
             return Err(unknown());
         }
-        let caller = record.caller;
         let shard = &mut *shard;
-        let state = shard.live_mut(caller, uuid).map(|l| (l.status, l.is_live(now), l.counted_ms, l.target));
+        let state = shard.live(uuid).map(|l| (l.status, l.is_live(now), l.counted_ms, l.target));
         match state {
             Some((Status::Processing, ..)) => return Ok(Answer::Processing { uuid }),
             Some((status, true, counted, target)) => {
@@ -743,7 +715,7 @@ impl Engine {
                         && let Some(target) = target
                         && let Err(full) = self.count(routing, target, now)
                     {
-                        self.release(shard, caller, uuid, now, target, full);
+                        self.release(shard, uuid, now, target, full);
                         return Ok(Answer::Nothing {
                             uuid,
                             status: Status::NoTarget,
@@ -751,26 +723,24 @@ impl Engine {
                             info: full.info().into(),
                         });
                     }
-                    if let Some(live) = shard.live_mut(caller, uuid) {
-                        live.counted_ms = live.counted_ms.or(Some(now));
-                    }
-                    shard.mark(caller, uuid, Status::Confirmed);
                     if let Some(record) = shard.records.get_mut(uuid) {
+                        if record.counted.is_none() {
+                            record.set_counted_ms(Some(now));
+                        }
+                        record.status = Status::Confirmed;
                         record.push(now, record.target, Detailed::Confirmed, Info::None);
+                        self.states.publishers.tally(record.publisher).bump(Field::Confirmed);
                     }
                     rtb_key.state.tally.bump(Field::Confirmed);
-                    if let Some(live) = shard.live_mut(caller, uuid) {
-                        self.states.publishers.tally(live.publisher).bump(Field::Confirmed);
-                    }
                     if let Some(target) = target {
                         self.states.targets.with(target, |t| t.tally.bump(Field::Confirmed));
                     }
                 }
-                if let Some(live) = shard.live_mut(caller, uuid) {
-                    return Ok(Answer::Reservation(reservation(live, false)));
+                if let Some(live) = shard.live(uuid) {
+                    return Ok(Answer::Reservation(reservation(&live, false)));
                 }
             }
-            Some((_, false, ..)) => self.expire(routing, shard, caller, uuid),
+            Some((_, false, ..)) => self.expire(routing, shard, uuid),
             None => {}
         }
         let record = shard.records.get(uuid).ok_or_else(unknown)?;
@@ -808,17 +778,17 @@ impl Engine {
         };
         let (uuid, counted, target) = (live.uuid, live.counted_ms, live.target);
         if !live.is_live(now) {
-            self.expire(&routing, shard, caller, uuid);
+            self.expire(&routing, shard, uuid);
             return Err(expired());
         }
         let Some(target) = target else { return Err(dead_line()) };
         if counted.is_none()
             && let Err(full) = self.count(&routing, target, now)
         {
-            self.release(shard, caller, uuid, now, target, full);
+            self.release(shard, uuid, now, target, full);
             return Ok(CallAnswer::Capped { uuid, reason: full.status(), info: full.info().into() });
         }
-        let live = shard.take_live(caller, uuid).ok_or_else(dead_line)?;
+        let live = shard.take_live(uuid).ok_or_else(dead_line)?;
         let record = shard.records.get_mut(uuid).ok_or_else(dead_line)?;
         let transfer = record.transfer().ok_or_else(dead_line)?;
         record.status = Status::Claimed;
@@ -914,19 +884,17 @@ impl Engine {
         let routing = self.routing();
         let retention = routing.server.record_retention_ms;
         let per_shard = records_per_shard(&routing);
-        let mut due = Vec::new();
+        let mut expired = Vec::new();
         let mut expiries = Expiries::default();
         for shard in self.table.shards() {
             let mut shard = shard.lock();
-            due.clear();
-            shard.due(now, &mut due);
-            for &(caller, uuid) in &due {
-                if let Some(live) = shard.take_expired(caller, uuid, now) {
-                    if let (Some(target), Some(counted)) = (live.target, live.counted_ms) {
-                        self.give_back(&routing, target, counted);
-                    }
-                    expiries.add(&live);
+            expired.clear();
+            shard.expire(now, &mut expired);
+            for live in &expired {
+                if let (Some(target), Some(counted)) = (live.target, live.counted_ms) {
+                    self.give_back(&routing, target, counted);
                 }
+                expiries.add(live);
             }
             shard.evict(now, retention, per_shard, true);
         }
@@ -965,8 +933,8 @@ impl Engine {
     /// Ends a live reservation whose time has passed (the shard is locked):
     /// gives back its counts. Its record needs no write: a record derives
     /// `expired` from its time.
-    fn expire(&self, routing: &Routing, shard: &mut Shard, caller: Phone, uuid: u128) {
-        if let Some(live) = shard.take_live(caller, uuid) {
+    fn expire(&self, routing: &Routing, shard: &mut Shard, uuid: u128) {
+        if let Some(live) = shard.take_live(uuid) {
             self.expired(routing, &live);
         }
     }
@@ -985,8 +953,8 @@ impl Engine {
 
     /// Releases a reservation whose caps filled before it was counted: it
     /// holds its target no more, and its record says why.
-    fn release(&self, shard: &mut Shard, caller: Phone, uuid: u128, now: u64, target: Sym, full: Full) {
-        shard.take_live(caller, uuid);
+    fn release(&self, shard: &mut Shard, uuid: u128, now: u64, target: Sym, full: Full) {
+        shard.take_live(uuid);
         if let Some(record) = shard.records.get_mut(uuid) {
             record.status = Status::NoTarget;
             record.push(now, Some(target), full.status(), full.info().into());

@@ -8,6 +8,7 @@
 //! live is never dropped: the reservation's terms live in it.
 
 use std::collections::VecDeque;
+use std::num::NonZeroU64;
 
 use ahash::AHashMap;
 use serde::{Deserialize, Serialize};
@@ -81,9 +82,48 @@ pub struct Record {
     /// says why.
     pub flow: Flow,
     pub extra: Option<Box<Extra>>,
+    /// When the reservation was counted into its target's caps, plus one
+    /// (see [`Record::counted_ms`]).
+    pub counted: Option<NonZeroU64>,
+    /// True while the table's live index points at this record: a live
+    /// reservation, or one past its time the tick has not expired yet, or a
+    /// ping in flight. Such a record is never dropped.
+    pub live: bool,
 }
 
 impl Record {
+    /// A new ping's record: nothing reserved yet.
+    pub fn new(created_ms: u64, caller: Phone, key: Sym, campaign: Sym, publisher: u32) -> Record {
+        Record {
+            created_ms,
+            expires_ms: 0,
+            caller,
+            key,
+            campaign,
+            publisher,
+            status: Status::NoTarget,
+            target: None,
+            transfer: None,
+            inbound: None,
+            payout_milli: 0,
+            seconds: 0,
+            tags: Tags::default(),
+            flow: Flow::new(),
+            extra: None,
+            counted: None,
+            live: false,
+        }
+    }
+
+    /// When the reservation was counted into its target's caps.
+    pub fn counted_ms(&self) -> Option<u64> {
+        self.counted.map(|c| c.get() - 1)
+    }
+
+    pub fn set_counted_ms(&mut self, at_ms: Option<u64>) {
+        self.counted = at_ms.and_then(|ms| NonZeroU64::new(ms.saturating_add(1)));
+    }
+
     /// Where the call goes.
     pub fn transfer(&self) -> Option<Dial> {
         match (self.transfer, self.extra.as_ref().and_then(|e| e.sip.as_ref())) {
@@ -122,11 +162,12 @@ impl Record {
     /// A reservation or call that is still live, or a ping still in flight:
     /// never dropped from the store.
     pub fn is_pinned(&self, now_ms: u64) -> bool {
-        match self.status_at(now_ms) {
-            Status::Processing | Status::Reserved | Status::Confirmed => true,
-            Status::Claimed => self.end().is_none(),
-            _ => false,
-        }
+        self.live
+            || match self.status_at(now_ms) {
+                Status::Processing | Status::Reserved | Status::Confirmed => true,
+                Status::Claimed => self.end().is_none(),
+                _ => false,
+            }
     }
 
     /// Why nothing is reserved: the detailed status and info of the last
@@ -253,10 +294,13 @@ pub struct Records {
     /// Sequence number of `ring[0]`.
     base: u64,
     /// Records that were live when their turn to go came, and records
-    /// restored from a snapshot.
-    survivors: AHashMap<u128, Record>,
+    /// restored from a snapshot, by sequence number.
+    survivors: AHashMap<u64, (u128, Record)>,
     /// When the survivors were last swept.
     swept_ms: u64,
+    /// The bound last passed to [`Records::evict`]: the ring's size when
+    /// full.
+    bound: usize,
 }
 
 impl Records {
@@ -274,33 +318,52 @@ impl Records {
         self.base + self.ring.len() as u64
     }
 
-    /// Where `uuid`'s record is in the ring, if it is there.
-    fn offset(&self, uuid: u128) -> Option<usize> {
-        let offset = usize::try_from(ids::seq_of(uuid).checked_sub(self.base)?).ok()?;
-        (self.ring.get(offset)?.0 == uuid).then_some(offset)
+    /// Where the record of sequence number `seq` is in the ring, if it is
+    /// there.
+    fn offset(&self, seq: u64) -> Option<usize> {
+        usize::try_from(seq.checked_sub(self.base)?).ok().filter(|&o| o < self.ring.len())
+    }
+
+    /// The record with sequence number `seq`, and its uuid.
+    pub fn by_seq(&self, seq: u64) -> Option<(u128, &Record)> {
+        let (uuid, record) = match self.offset(seq) {
+            Some(offset) => self.ring.get(offset)?,
+            None => self.survivors.get(&seq)?,
+        };
+        Some((*uuid, record))
+    }
+
+    fn by_seq_mut(&mut self, seq: u64) -> Option<(u128, &mut Record)> {
+        let (uuid, record) = match self.offset(seq) {
+            Some(offset) => self.ring.get_mut(offset)?,
+            None => self.survivors.get_mut(&seq)?,
+        };
+        Some((*uuid, record))
     }
 
     pub fn get(&self, uuid: u128) -> Option<&Record> {
-        match self.offset(uuid) {
-            Some(offset) => self.ring.get(offset).map(|(_, r)| r),
-            None => self.survivors.get(&uuid),
-        }
+        self.by_seq(ids::seq_of(uuid)).filter(|(u, _)| *u == uuid).map(|(_, r)| r)
     }
 
     pub fn get_mut(&mut self, uuid: u128) -> Option<&mut Record> {
-        match self.offset(uuid) {
-            Some(offset) => self.ring.get_mut(offset).map(|(_, r)| r),
-            None => self.survivors.get_mut(&uuid),
-        }
+        self.by_seq_mut(ids::seq_of(uuid)).filter(|(u, _)| *u == uuid).map(|(_, r)| r)
     }
 
     /// Adds a record. Its uuid carries [`Records::next_seq`]; one that does
-    /// not (a record restored from elsewhere) is kept as a survivor.
+    /// not (a record restored from a snapshot) is kept as a survivor.
     pub fn insert(&mut self, uuid: u128, record: Record) {
-        if ids::seq_of(uuid) == self.next_seq() {
+        let seq = ids::seq_of(uuid);
+        if seq == self.next_seq() {
+            // The first time the ring fills up it is sized to its bound at
+            // once: growing by doubling would copy the whole ring under the
+            // shard's lock at every step and leave the old buffers to the
+            // allocator. Pages not yet written cost no memory.
+            if self.ring.len() == self.ring.capacity() && self.ring.len() < self.bound {
+                self.ring.reserve_exact(self.bound - self.ring.len());
+            }
             self.ring.push_back((uuid, record));
         } else {
-            self.survivors.insert(uuid, record);
+            self.survivors.insert(seq, (uuid, record));
         }
     }
 
@@ -313,23 +376,23 @@ impl Records {
     /// by live reservations, for at most that long), and a longer one (a
     /// call, a long TTL) moves to the survivors.
     pub fn evict(&mut self, now_ms: u64, retention_ms: u64, max: usize) {
+        self.bound = max;
         while let Some((_, front)) = self.ring.front() {
             let due = self.len() > max || front.created_ms.saturating_add(retention_ms) <= now_ms;
             if !due {
                 break;
             }
-            let ends_soon = match front.status_at(now_ms) {
-                Status::Reserved | Status::Confirmed => front.expires_ms <= now_ms + WAIT_FOR_LIVE_MS,
-                Status::Processing => true,
-                _ => false,
-            };
+            // A live record past its time waits for the tick to expire it.
+            let ends_soon = front.status == Status::Processing
+                || (front.live && front.expires_ms <= now_ms + WAIT_FOR_LIVE_MS);
             if ends_soon {
                 break;
             }
             let Some((uuid, record)) = self.ring.pop_front() else { break };
+            let seq = self.base;
             self.base += 1;
             if record.is_pinned(now_ms) {
-                self.survivors.insert(uuid, record);
+                self.survivors.insert(seq, (uuid, record));
             }
         }
     }
@@ -340,7 +403,7 @@ impl Records {
         let in_ring = self.ring.iter().rev().find(|(_, r)| matches(r)).map(|(u, r)| (*u, r.created_ms));
         let survivor = self
             .survivors
-            .iter()
+            .values()
             .filter(|(_, r)| matches(r))
             .max_by_key(|(_, r)| r.created_ms)
             .map(|(u, r)| (*u, r.created_ms));
@@ -356,7 +419,7 @@ impl Records {
         }
         self.swept_ms = now_ms;
         let mut over = self.len().saturating_sub(max);
-        self.survivors.retain(|_, r| {
+        self.survivors.retain(|_, (_, r)| {
             let keep =
                 r.is_pinned(now_ms) || (over == 0 && r.created_ms.saturating_add(retention_ms) > now_ms);
             if !keep {
@@ -377,7 +440,7 @@ impl Records {
     /// Every record, for snapshots and stats.
     pub fn iter(&self) -> impl Iterator<Item = (u128, &Record)> {
         let ring = self.ring.iter().map(|(u, r)| (*u, r));
-        ring.chain(self.survivors.iter().map(|(&u, r)| (u, r)))
+        ring.chain(self.survivors.values().map(|(u, r)| (*u, r)))
     }
 }
 
@@ -386,23 +449,14 @@ mod tests {
     use super::*;
 
     fn record(created_ms: u64, status: Status) -> Record {
-        Record {
-            created_ms,
-            expires_ms: if status.is_reservation() { u64::MAX } else { 0 },
-            caller: Phone::parse("+18005550100").unwrap(),
-            key: Sym::intern("k"),
-            campaign: Sym::intern("c"),
-            publisher: 1,
-            status,
-            target: None,
-            transfer: None,
-            inbound: None,
-            payout_milli: 0,
-            seconds: 0,
-            tags: Tags::default(),
-            flow: Flow::new(),
-            extra: None,
-        }
+        let caller = Phone::parse("+18005550100").unwrap();
+        let mut record = Record::new(created_ms, caller, Sym::intern("k"), Sym::intern("c"), 1);
+        record.status = status;
+        // A reservation here stands for a live one (the table's index
+        // would point at it).
+        record.live = status.is_reservation();
+        record.expires_ms = if status.is_reservation() { u64::MAX } else { 0 };
+        record
     }
 
     fn add(store: &mut Records, created_ms: u64, status: Status) -> u128 {
@@ -431,7 +485,10 @@ mod tests {
         assert_eq!(store.get(live).map(|r| r.created_ms), Some(10));
         // Once it has expired it goes too (survivors are swept once a
         // second).
-        store.get_mut(live).unwrap().expires_ms = 1_500;
+        let record = store.get_mut(live).unwrap();
+        record.expires_ms = 1_500;
+        // The tick expires it: out of the live index.
+        record.live = false;
         store.evict_survivors(2_500, 1_000, 10);
         assert!(!store.is_empty());
         store.evict_survivors(3_000, 1_000, 10);
@@ -450,7 +507,11 @@ mod tests {
         store.evict(100, 1_000_000, 1);
         assert_eq!(store.len(), 2);
         assert!(store.survivors.is_empty());
-        // Once it has expired, both go.
+        // Once it has expired (and the tick took it out of the live
+        // index), both go.
+        store.evict(20_000, 1_000_000, 0);
+        assert_eq!(store.len(), 2, "expired but still live: waits for the tick");
+        store.get_mut(live).unwrap().live = false;
         store.evict(20_000, 1_000_000, 0);
         assert!(store.get(live).is_none() && store.get(other).is_none());
         assert!(store.is_empty());

@@ -37,7 +37,7 @@ use crate::table::{SHARDS, ShardIn};
 
 pub const MAGIC: &[u8; 8] = b"RTBDSNAP";
 /// The format this build writes and reads.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 const HEADER: usize = 32;
 /// Snapshots kept in the folder.
 const KEEP: usize = 2;
@@ -94,7 +94,11 @@ pub struct Image {
 impl Image {
     /// Live reservations held.
     pub fn live(&self) -> usize {
-        self.shards.iter().map(|s| s.live.len()).sum()
+        self.shards
+            .iter()
+            .flat_map(|s| &s.records)
+            .filter(|(_, r)| r.live && r.status.is_reservation())
+            .count()
     }
 
     /// Records held.
@@ -296,7 +300,7 @@ fn recount_live(engine: &Engine) {
     let mut live: ahash::AHashMap<Sym, (u32, u32)> = ahash::AHashMap::new();
     for shard in engine.table().shards() {
         let shard = shard.lock();
-        for (_, l) in shard.live() {
+        for (_, l) in shard.lives() {
             if let (Some(target), Some(_)) = (l.target, l.counted_ms) {
                 live.entry(target).or_default().0 += 1;
             }

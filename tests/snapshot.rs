@@ -133,7 +133,7 @@ fn damaged(good: &[u8]) -> Vec<(&'static str, Vec<u8>, &'static str)> {
         ("truncated", good[..good.len() - 10].to_vec(), "truncated: the header says"),
         ("flipped byte", flipped, "checksum mismatch: the file is corrupt"),
         ("empty", Vec::new(), "the file is empty"),
-        ("future version", future, "written by a newer rtbd (format 99; this build reads format 1)"),
+        ("future version", future, "written by a newer rtbd (format 99; this build reads format 2)"),
         ("not a snapshot", b"hello, world: not a snapshot at all".to_vec(), "not an rtbd snapshot"),
     ]
 }
@@ -182,7 +182,7 @@ async fn inspect_tells_what_a_snapshot_holds() {
     let (dir, _) = good_snapshot().await;
     let path = snapshot::list(dir.path()).unwrap()[0].clone();
     let report = snapshot::inspect(&path).unwrap();
-    assert!(report.contains("format version: 1"), "{report}");
+    assert!(report.contains("format version: 2"), "{report}");
     assert!(report.contains("taken at:       2024-05-29T16:16:03.246Z"), "{report}");
     assert!(report.contains("checksum:       good"), "{report}");
     assert!(report.contains("live reservations: 1"), "{report}");
