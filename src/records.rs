@@ -246,11 +246,11 @@ impl Record {
     }
 }
 
-/// A ping's tags, packed as `name\0value\0…`: up to 48 bytes inline (most
+/// A ping's tags, packed as `name\0value\0…`: up to 40 bytes inline (most
 /// pings' tags), so a record usually allocates nothing for them. Request
 /// parsing rejects control characters, so NUL never occurs inside a tag.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Tags(SmallVec<[u8; 48]>);
+pub struct Tags(SmallVec<[u8; 40]>);
 
 impl Tags {
     pub fn new<'a>(tags: impl Iterator<Item = (&'a str, &'a str)>) -> Tags {
@@ -276,6 +276,21 @@ impl Tags {
     }
 }
 
+/// A uuid as two words: 8-byte aligned, so a ring slot is not padded to a
+/// multiple of 16 bytes as it would be around a `u128`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Id([u64; 2]);
+
+impl Id {
+    fn new(uuid: u128) -> Id {
+        Id([(uuid >> 64) as u64, uuid as u64])
+    }
+
+    fn get(self) -> u128 {
+        (u128::from(self.0[0]) << 64) | u128::from(self.0[1])
+    }
+}
+
 /// How long a live reservation at the front of the ring is waited for
 /// rather than moved to the survivors.
 pub const WAIT_FOR_LIVE_MS: u64 = 60_000;
@@ -290,12 +305,12 @@ pub const WAIT_FOR_LIVE_MS: u64 = 60_000;
 /// `survivors` until it ends (see [`Records::evict`]).
 #[derive(Default)]
 pub struct Records {
-    ring: VecDeque<(u128, Record)>,
+    ring: VecDeque<(Id, Record)>,
     /// Sequence number of `ring[0]`.
     base: u64,
     /// Records that were live when their turn to go came, and records
     /// restored from a snapshot, by sequence number.
-    survivors: AHashMap<u64, (u128, Record)>,
+    survivors: AHashMap<u64, (Id, Record)>,
     /// When the survivors were last swept.
     swept_ms: u64,
     /// The bound last passed to [`Records::evict`]: the ring's size when
@@ -330,7 +345,7 @@ impl Records {
             Some(offset) => self.ring.get(offset)?,
             None => self.survivors.get(&seq)?,
         };
-        Some((*uuid, record))
+        Some((uuid.get(), record))
     }
 
     fn by_seq_mut(&mut self, seq: u64) -> Option<(u128, &mut Record)> {
@@ -338,7 +353,7 @@ impl Records {
             Some(offset) => self.ring.get_mut(offset)?,
             None => self.survivors.get_mut(&seq)?,
         };
-        Some((*uuid, record))
+        Some((uuid.get(), record))
     }
 
     pub fn get(&self, uuid: u128) -> Option<&Record> {
@@ -354,16 +369,18 @@ impl Records {
     pub fn insert(&mut self, uuid: u128, record: Record) {
         let seq = ids::seq_of(uuid);
         if seq == self.next_seq() {
-            // The first time the ring fills up it is sized to its bound at
-            // once: growing by doubling would copy the whole ring under the
-            // shard's lock at every step and leave the old buffers to the
-            // allocator. Pages not yet written cost no memory.
-            if self.ring.len() == self.ring.capacity() && self.ring.len() < self.bound {
-                self.ring.reserve_exact(self.bound - self.ring.len());
+            // The ring grows by doubling but never past its bound (a ring
+            // moves through its whole buffer, so every slot of it ends up
+            // in memory): a full ring of 15,625 records is not rounded up
+            // to 16,384. Past the bound (live reservations held over it)
+            // it doubles as usual.
+            let (len, capacity) = (self.ring.len(), self.ring.capacity());
+            if len == capacity && len < self.bound {
+                self.ring.reserve_exact((2 * len).max(16).min(self.bound) - len);
             }
-            self.ring.push_back((uuid, record));
+            self.ring.push_back((Id::new(uuid), record));
         } else {
-            self.survivors.insert(seq, (uuid, record));
+            self.survivors.insert(seq, (Id::new(uuid), record));
         }
     }
 
@@ -400,13 +417,13 @@ impl Records {
     /// The newest record that `matches`: a scan, for the rare questions no
     /// index is kept for.
     pub fn newest(&self, matches: impl Fn(&Record) -> bool) -> Option<u128> {
-        let in_ring = self.ring.iter().rev().find(|(_, r)| matches(r)).map(|(u, r)| (*u, r.created_ms));
+        let in_ring = self.ring.iter().rev().find(|(_, r)| matches(r)).map(|(u, r)| (u.get(), r.created_ms));
         let survivor = self
             .survivors
             .values()
             .filter(|(_, r)| matches(r))
             .max_by_key(|(_, r)| r.created_ms)
-            .map(|(u, r)| (*u, r.created_ms));
+            .map(|(u, r)| (u.get(), r.created_ms));
         in_ring.into_iter().chain(survivor).max_by_key(|(_, created)| *created).map(|(uuid, _)| uuid)
     }
 
@@ -439,8 +456,8 @@ impl Records {
 
     /// Every record, for snapshots and stats.
     pub fn iter(&self) -> impl Iterator<Item = (u128, &Record)> {
-        let ring = self.ring.iter().map(|(u, r)| (*u, r));
-        ring.chain(self.survivors.values().map(|(u, r)| (*u, r)))
+        let ring = self.ring.iter().map(|(u, r)| (u.get(), r));
+        ring.chain(self.survivors.values().map(|(u, r)| (u.get(), r)))
     }
 }
 
