@@ -52,8 +52,7 @@ fn reserve(shard: &mut Shard, caller: Phone, key: Sym, now_ms: u64, expires_ms: 
     record.inbound = Phone::from_digits(18_444_021_146);
     record.payout_milli = 12_500;
     record.seconds = 90;
-    shard.add_record(uuid, record);
-    shard.add_live(uuid);
+    shard.add_record(uuid, record, true);
     uuid
 }
 

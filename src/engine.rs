@@ -486,8 +486,7 @@ impl Engine {
                 record.flow = flow;
                 let asking = format!("asking {} buyer(s) for a bid", judged.asks.len());
                 record.push(now, None, Detailed::ConsideringTargetsSingle, asking.into());
-                shard.add_record(uuid, record);
-                shard.add_live(uuid);
+                shard.add_record(uuid, record, true);
                 let (c, k) = routing.key_position(key).unwrap_or_default();
                 return Ok(Pinged::Bidding(Box::new(Auction {
                     routing: routing.clone(),
@@ -514,10 +513,7 @@ impl Engine {
         };
         record.flow = flow;
         let (answer, reserved) = self.conclude(&mut record, uuid, now, routed, &origin);
-        shard.add_record(uuid, record);
-        if reserved {
-            shard.add_live(uuid);
-        }
+        shard.add_record(uuid, record, reserved);
         shard.evict(now, routing.server.record_retention_ms, records_per_shard(routing), false);
         Ok(Pinged::Done(answer))
     }

@@ -316,6 +316,19 @@ pub struct Records {
     /// The bound last passed to [`Records::evict`]: the ring's size when
     /// full.
     bound: usize,
+    /// What [`Records::evict`] learned about the front record when it last
+    /// stopped there, so the next ping need not read it again.
+    front: Option<Front>,
+}
+
+/// Why the front record of the ring stays, as far as time alone goes.
+#[derive(Clone, Copy, Debug)]
+struct Front {
+    /// Its sequence number (the hint holds while it is still the front).
+    seq: u64,
+    created_ms: u64,
+    /// A live reservation is waited for until its expiry time.
+    live_until_ms: Option<u64>,
 }
 
 impl Records {
@@ -392,17 +405,36 @@ impl Records {
     /// within [`WAIT_FOR_LIVE_MS`] is waited for (the bound is exceeded only
     /// by live reservations, for at most that long), and a longer one (a
     /// call, a long TTL) moves to the survivors.
+    ///
+    /// Called on every ping, it reads the front record (a cache miss: it
+    /// was written a while ago) only when the last look at it allows that
+    /// it may go now.
     pub fn evict(&mut self, now_ms: u64, retention_ms: u64, max: usize) {
         self.bound = max;
+        if let Some(front) = self.front.filter(|f| f.seq == self.base) {
+            let due = self.len() > max || front.created_ms.saturating_add(retention_ms) <= now_ms;
+            if !due || front.live_until_ms.is_some_and(|until| now_ms < until) {
+                return;
+            }
+        }
+        self.front = None;
         while let Some((_, front)) = self.ring.front() {
             let due = self.len() > max || front.created_ms.saturating_add(retention_ms) <= now_ms;
-            if !due {
-                break;
-            }
             // A live record past its time waits for the tick to expire it.
             let ends_soon = front.status == Status::Processing
                 || (front.live && front.expires_ms <= now_ms + WAIT_FOR_LIVE_MS);
-            if ends_soon {
+            if !due || ends_soon {
+                // Until its expiry time the reservation stays live (a
+                // claim or a release may end it sooner: it is then dropped
+                // at that time, within the wait above). A ping in flight is
+                // looked at again next time.
+                let live_until_ms =
+                    (front.live && front.status != Status::Processing).then_some(front.expires_ms);
+                self.front = Some(Front {
+                    seq: self.base,
+                    created_ms: front.created_ms,
+                    live_until_ms: if due { live_until_ms } else { None },
+                });
                 break;
             }
             let Some((uuid, record)) = self.ring.pop_front() else { break };

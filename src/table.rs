@@ -245,7 +245,6 @@ impl Shard {
     /// reservation, scheduled for expiry, or a ping in flight. False if
     /// there is no such record.
     pub fn add_live(&mut self, uuid: u128) -> bool {
-        let seq = ids::seq_of(uuid);
         let Some(record) = self.records.get_mut(uuid) else { return false };
         if record.live {
             return true;
@@ -253,13 +252,19 @@ impl Shard {
         record.live = true;
         let (caller, expires_ms, reservation) =
             (record.caller.digits(), record.expires_ms, record.status.is_reservation());
+        self.index(ids::seq_of(uuid), caller, expires_ms, reservation);
+        true
+    }
+
+    /// Puts a record's sequence number in the live index, and in the wheel
+    /// if it is a reservation.
+    fn index(&mut self, seq: u64, caller: u64, expires_ms: u64, reservation: bool) {
         if reservation {
             self.wheel.insert(expires_ms, seq);
         }
         let hash = self.hash(caller);
         let hasher = &self.hasher;
         self.live.insert_unique(hash, (caller, seq), |&(c, _)| hasher.hash_one(c));
-        true
     }
 
     /// Takes a live entry out of the index: the reservation was claimed,
@@ -310,11 +315,17 @@ impl Shard {
         ids::new_uuid(shard, self.records.next_seq())
     }
 
-    /// Adds the record made with the last [`Shard::new_uuid`]. It is not
-    /// live until [`Shard::add_live`].
-    pub fn add_record(&mut self, uuid: u128, mut record: Record) {
-        record.live = false;
+    /// Adds the record made with the last [`Shard::new_uuid`], live (see
+    /// [`Shard::add_live`]) or not. Making it live here rather than after
+    /// spares reading back a record just copied into the ring.
+    pub fn add_record(&mut self, uuid: u128, mut record: Record, live: bool) {
+        record.live = live;
+        let (caller, expires_ms, reservation) =
+            (record.caller.digits(), record.expires_ms, record.status.is_reservation());
         self.records.insert(uuid, record);
+        if live {
+            self.index(ids::seq_of(uuid), caller, expires_ms, reservation);
+        }
     }
 
     /// Live reservations and pings in flight.
@@ -365,7 +376,7 @@ impl Shard {
             if record.live && record.status.is_reservation() {
                 live.push(uuid);
             }
-            self.add_record(uuid, record);
+            self.add_record(uuid, record, false);
         }
         let mut expired = Vec::new();
         for uuid in live {
@@ -412,8 +423,7 @@ mod tests {
             Record::new(0, caller, Sym::intern("table-test-key"), Sym::intern("table-test-campaign"), 0);
         record.status = Status::Reserved;
         record.expires_ms = expires_ms;
-        shard.add_record(uuid, record);
-        assert!(shard.add_live(uuid));
+        shard.add_record(uuid, record, true);
         uuid
     }
 
@@ -510,7 +520,8 @@ mod tests {
                         let mut record = Record::new(now, caller, keys[k], keys[k], 0);
                         record.status = Status::Reserved;
                         record.expires_ms = now + ttl;
-                        shard.add_record(uuid, record);
+                        // Half made live with the record, half after.
+                        shard.add_record(uuid, record, c % 2 == 0);
                         prop_assert!(shard.add_live(uuid));
                         model.push((caller, keys[k], uuid, now + ttl));
                     }
@@ -558,7 +569,11 @@ mod tests {
         let mut old = Shard::new(0);
         let a = reserve(&mut old, phone(1), 1_000);
         let gap = old.new_uuid(0);
-        old.add_record(gap, Record::new(0, phone(9), Sym::intern("table-test-key"), Sym::intern("c"), 0));
+        old.add_record(
+            gap,
+            Record::new(0, phone(9), Sym::intern("table-test-key"), Sym::intern("c"), 0),
+            false,
+        );
         let b = reserve(&mut old, phone(2), 1_000);
         let out = old.image(|r| r.status.is_reservation());
         assert_eq!(out.records.len(), 2, "the no-target record is left out");
