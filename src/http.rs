@@ -21,12 +21,13 @@ use hyper::body::{Body as _, Incoming};
 use hyper::header::{ALLOW, AUTHORIZATION, CONTENT_LENGTH, HeaderMap, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::{Method, Request, Response};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
 use crate::engine::{self, Auction, Confirming, Engine, Pinged};
 use crate::error::Rejection;
+use crate::idle::{Idle, Watch};
 use crate::metrics;
 use crate::params::{self, Params};
 use crate::reply::{self, Body};
@@ -50,9 +51,10 @@ const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: applicat
 /// Serves `engine` on `listener` until `shutdown` completes, then stops
 /// accepting and lets open requests finish (up to [`SHUTDOWN_GRACE`]).
 ///
-/// A client must send a request's head within `header_read_timeout_ms`
-/// (slow-loris connections are closed), which is also how long an idle
-/// keep-alive connection stays open. Past `max_connections` open
+/// A client must send each request (head and body) within
+/// `header_read_timeout_ms` of connecting or of its previous answer, else
+/// its connection is closed (see `idle`): slow-loris connections and idle
+/// keep-alive connections go that way. Past `max_connections` open
 /// connections, a new one is answered 503 and closed; the open ones are
 /// not affected.
 pub async fn serve(listener: TcpListener, engine: Arc<Engine>, shutdown: impl Future<Output = ()>) {
@@ -62,11 +64,12 @@ pub async fn serve(listener: TcpListener, engine: Arc<Engine>, shutdown: impl Fu
     };
     let mut builder = http1::Builder::new();
     builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(head_timeout)
+        // No timer per request: `idle` keeps the deadline.
+        .header_read_timeout(None)
         .keep_alive(true)
         .max_buf_size(MAX_HEAD)
         .max_headers(MAX_HEADERS);
+    let idle = Idle::start(head_timeout);
     let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
@@ -82,13 +85,19 @@ pub async fn serve(listener: TcpListener, engine: Arc<Engine>, shutdown: impl Fu
                         continue;
                     };
                     let _ = stream.set_nodelay(true);
-                    let handler = Handler { engine: engine.clone() };
+                    let (watch, registered) = idle.watch();
+                    let id = registered.id();
+                    let handler = Handler { engine: engine.clone(), watch: Some(watch) };
                     let conn = builder.serve_connection(TokioIo::new(stream), handler);
                     let conn = graceful.watch(conn);
-                    tokio::spawn(async move {
+                    let task = tokio::spawn(async move {
+                        // Both are let go however the task ends, aborted
+                        // by the sweeper included.
+                        let _registered = registered;
+                        let _slot = slot;
                         let _ = conn.await;
-                        drop(slot);
                     });
+                    idle.closes_with(id, task.abort_handle());
                 }
                 Err(e) => {
                     // Out of file descriptors or a reset during the handshake:
@@ -113,11 +122,25 @@ pub async fn serve(listener: TcpListener, engine: Arc<Engine>, shutdown: impl Fu
 #[derive(Clone)]
 pub struct Handler {
     engine: Arc<Engine>,
+    /// The connection's deadline mark (none when served outside `serve`).
+    watch: Option<Arc<Watch>>,
 }
 
 impl Handler {
     pub fn new(engine: Arc<Engine>) -> Handler {
-        Handler { engine }
+        Handler { engine, watch: None }
+    }
+
+    fn busy(&self) {
+        if let Some(watch) = &self.watch {
+            watch.busy();
+        }
+    }
+
+    fn waiting(&self) {
+        if let Some(watch) = &self.watch {
+            watch.waiting();
+        }
     }
 }
 
@@ -127,13 +150,24 @@ impl hyper::service::Service<Request<Incoming>> for Handler {
     type Future = Reply;
 
     fn call(&self, req: Request<Incoming>) -> Reply {
+        // The client's deadline stops while rtbd works on its request (a
+        // body still to come is the client's to send in time), and starts
+        // again once the answer is ready.
         if req.body().is_end_stream() {
             let (parts, _) = req.into_parts();
             return match respond(&self.engine, &parts, &[]) {
-                Handled::Response(response) => Reply::Ready(Some(response)),
+                Handled::Response(response) => {
+                    self.waiting();
+                    Reply::Ready(Some(response))
+                }
                 later => {
-                    let engine = self.engine.clone();
-                    Reply::Pending(Box::pin(async move { Ok(finish(&engine, later).await) }))
+                    self.busy();
+                    let this = self.clone();
+                    Reply::Pending(Box::pin(async move {
+                        let response = finish(&this.engine, later).await;
+                        this.waiting();
+                        Ok(response)
+                    }))
                 }
             };
         }
@@ -141,15 +175,18 @@ impl hyper::service::Service<Request<Incoming>> for Handler {
             && len > MAX_BODY as u64
         {
             self.engine.metrics().bad_request(413);
+            self.waiting();
             return Reply::Ready(Some(too_large()));
         }
-        let engine = self.engine.clone();
+        let this = self.clone();
         Reply::Pending(Box::pin(async move {
+            let engine = &this.engine;
             let (parts, body) = req.into_parts();
             let response = match Limited::new(body, MAX_BODY).collect().await {
                 Ok(collected) => {
                     let body: Bytes = collected.to_bytes();
-                    finish(&engine, respond(&engine, &parts, &body)).await
+                    this.busy();
+                    finish(engine, respond(engine, &parts, &body)).await
                 }
                 Err(e) if e.is::<http_body_util::LengthLimitError>() => {
                     engine.metrics().bad_request(413);
@@ -160,6 +197,7 @@ impl hyper::service::Service<Request<Incoming>> for Handler {
                     reply::rejection(&Rejection::bad_request("could not read the request body"))
                 }
             };
+            this.waiting();
             Ok(response)
         }))
     }

@@ -13,6 +13,7 @@
 //! | ---------- | ------- |
 //! | `server`   | start and stop a whole rtbd: listener, engine, background tasks |
 //! | `http`     | accept loop, request limits, dispatch by method and path |
+//! | `idle`     | closes connections whose client is too slow to send a request |
 //! | `params`   | query, form and JSON body → one borrowed parameter set |
 //! | `phone`    | E.164 normalization, transfer numbers |
 //! | `engine`   | the state and its verbs: `ping`, `confirm`, `claim`, `end`, `tick` |
@@ -53,6 +54,7 @@ pub mod filter;
 pub mod fuzz;
 pub mod hours;
 pub mod http;
+pub mod idle;
 pub mod ids;
 pub mod json;
 pub mod metrics;

@@ -286,3 +286,51 @@ async fn bytes_no_ping_should_carry() {
     }
     unharmed(&t).await;
 }
+
+#[tokio::test]
+async fn a_body_sent_too_slowly_is_closed() {
+    let t = TestServer::start(&config()).await;
+    let mut stream = TcpStream::connect(t.server.addr()).await.unwrap();
+    let body = format!("key={KEY}&publisher_id=pub1&caller_number=8005550123&caller_zip=10001");
+    stream.write_all(ping_head(body.len()).as_bytes()).await.unwrap();
+    // A few bytes of the body, then nothing: the request never completes.
+    stream.write_all(&body.as_bytes()[..10]).await.unwrap();
+    let started = Instant::now();
+    let answer = read_all(&mut stream, Duration::from_secs(5)).await;
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_secs(2), "the connection stayed open {waited:?}");
+    assert!(answer.is_empty() || status_of(&answer) >= 400, "{answer}");
+    unharmed(&t).await;
+}
+
+/// The deadline is the client's: a buyer slower than it does not cut the
+/// ping's connection, and the connection's time starts again after the
+/// answer.
+#[tokio::test]
+async fn an_auction_longer_than_the_deadline_keeps_its_connection() {
+    let buyer = Buyer::start(Behavior::Answer {
+        status: 200,
+        body: r#"{"bid":5,"duration":60,"phone":"+18005550105"}"#.to_owned(),
+        delay: Duration::from_millis(900),
+    })
+    .await;
+    let criteria = "[[campaigns.conversion_criteria]]\npublisher_id = \"*\"\ntarget_ids = [\"slow\"]\npayout_percent = 70\npayout_tag = \"retreaver_rtb_slow_bid\"\nduration_tag = \"retreaver_rtb_slow_timer\"\n";
+    let text =
+        campaign_config("", "timeout_ms = 3000", criteria, &webhook_target("slow", &buyer.url("/"), ""))
+            .replace("[server]\n", "[server]\nheader_read_timeout_ms = 300\n");
+    let t = TestServer::start(&text).await;
+    let mut stream = TcpStream::connect(t.server.addr()).await.unwrap();
+    let head = format!(
+        "POST /rtbs.json?key={KEY}&publisher_id=pub1&caller_number=8005550123 HTTP/1.1\r\nhost: x\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let answer = read_until(&mut stream, Duration::from_secs(5), true).await;
+    assert_eq!(status_of(&answer), 200, "{answer}");
+    assert!(answer.contains("\"reserved\""), "{answer}");
+    // Then the connection idles: closed after the deadline.
+    let started = Instant::now();
+    let rest = read_all(&mut stream, Duration::from_secs(5)).await;
+    assert!(rest.is_empty(), "{rest}");
+    let idle = started.elapsed();
+    assert!(idle >= Duration::from_millis(250) && idle < Duration::from_secs(2), "closed after {idle:?}");
+}
