@@ -33,10 +33,22 @@ for addr in "$RTBD_ADDR" "$BARE_ADDR"; do
   done
 done
 
-# Requests per second of one wrk run against $1.
-rps() {
-  wrk -t"$THREADS" -c"$CONNECTIONS" -d"${SECONDS_EACH}s" -s benches/load/ping.lua "http://$1/rtbs.json" \
-    | awk '/^Requests\/sec/ { print $2 }'
+# CPU time (user + system) of process $1 so far, in clock ticks.
+cpu_ticks() {
+  awk '{ print $14 + $15 }' "/proc/$1/stat"
+}
+
+# One wrk run against $1 (served by process $2): prints requests per second
+# and the server's CPU time per request in µs.
+measure() {
+  local before after out
+  before=$(cpu_ticks "$2")
+  out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"${SECONDS_EACH}s" -s benches/load/ping.lua "http://$1/rtbs.json")
+  after=$(cpu_ticks "$2")
+  echo "$out" | awk -v b="$before" -v a="$after" -v hz="$(getconf CLK_TCK)" '
+    /^Requests\/sec/ { rps = $2 }
+    / requests in / { n = $1 }
+    END { printf "%s %.2f\n", rps, (a - b) / hz * 1e6 / n }'
 }
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(date -u +%Y-%m-%d)"
@@ -46,10 +58,10 @@ echo "wrk: $THREADS threads, $CONNECTIONS keep-alive connections, ${SECONDS_EACH
 # fast as they come) rather than still growing.
 wrk -t"$THREADS" -c"$CONNECTIONS" -d20s -s benches/load/ping.lua "http://$RTBD_ADDR/rtbs.json" >/dev/null
 wrk -t"$THREADS" -c"$CONNECTIONS" -d3s -s benches/load/ping.lua "http://$BARE_ADDR/rtbs.json" >/dev/null
-BARE_RPS=$(rps "$BARE_ADDR")
-RTBD_RPS=$(rps "$RTBD_ADDR")
-echo "bare hyper: $BARE_RPS requests/s"
-echo "rtbd:       $RTBD_RPS requests/s"
+read -r BARE_RPS BARE_CPU < <(measure "$BARE_ADDR" "$BARE")
+read -r RTBD_RPS RTBD_CPU < <(measure "$RTBD_ADDR" "$RTBD")
+echo "bare hyper: $BARE_RPS requests/s, server CPU $BARE_CPU µs per request"
+echo "rtbd:       $RTBD_RPS requests/s, server CPU $RTBD_CPU µs per request"
 awk -v r="$RTBD_RPS" -v b="$BARE_RPS" 'BEGIN { printf "ratio:      %.3f (rtbd / bare hyper)\n", r / b }'
 
 HALF=$(awk -v r="$RTBD_RPS" 'BEGIN { printf "%d", r / 2 }')
