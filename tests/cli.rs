@@ -15,9 +15,8 @@ fn check_config_accepts_the_example() {
 
 #[test]
 fn check_config_reports_errors_with_their_line() {
-    let dir = std::env::temp_dir().join(format!("rtbd-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("bad.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
     std::fs::write(&file, "[server]\nlisten = \"127.0.0.1:1\"\nmax_records = 0\n").unwrap();
     let out = Command::new(BIN).arg("check-config").arg(&file).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
@@ -33,11 +32,10 @@ fn check_config_reports_errors_with_their_line() {
 #[tokio::test]
 async fn serve_prints_a_curl_that_gets_a_reservation() {
     // Run where no config/rtbd.toml exists, so the built-in demo is used.
-    let dir = std::env::temp_dir().join(format!("rtbd-cli-serve-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0"])
-        .current_dir(&dir)
+        .current_dir(dir.path())
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
