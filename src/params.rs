@@ -99,8 +99,19 @@ impl<'a> Params<'a> {
     }
 
     fn set(&mut self, name: Cow<'a, str>, value: Cow<'a, str>) -> Result<(), Rejection> {
-        let name = lower_case(name);
-        check_name(&name)?;
+        // One look at the name tells both whether it is lower case and
+        // whether it is a valid name once lowered.
+        let (valid, upper) =
+            name.bytes().fold((!name.is_empty() && name.len() <= MAX_NAME_LEN, false), |(ok, up), b| {
+                (
+                    ok && (b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')),
+                    up || b.is_ascii_uppercase(),
+                )
+            });
+        let name = if upper { Cow::Owned(name.to_ascii_lowercase()) } else { name };
+        if !valid {
+            check_name(&name)?;
+        }
         if name.starts_with(RTBD_TAGS) {
             // rtbd writes these itself (a buyer's bid and timer): a
             // publisher's own would price calls as it pleases.
@@ -193,10 +204,6 @@ impl Source {
     }
 }
 
-fn lower_case(name: Cow<'_, str>) -> Cow<'_, str> {
-    if name.bytes().any(|b| b.is_ascii_uppercase()) { Cow::Owned(name.to_ascii_lowercase()) } else { name }
-}
-
 /// Checks a (lower-cased) parameter name.
 pub fn check_name(name: &str) -> Result<(), Rejection> {
     let ok = !name.is_empty()
@@ -245,7 +252,20 @@ fn describe(field: Option<&str>) -> String {
 
 /// Decodes `+` and `%XX`, checks UTF-8 and control characters.
 fn percent_decode<'a>(raw: &'a [u8], source: Source, field: Option<&str>) -> Result<Cow<'a, str>, Rejection> {
-    let decoded: Cow<'a, [u8]> = if raw.iter().any(|&b| b == b'%' || b == b'+') {
+    // One pass says what there is to do: most names and values have
+    // nothing to decode and no control character.
+    let (escaped, controls) = raw
+        .iter()
+        .fold((false, false), |(e, c), &b| (e | (b == b'%') | (b == b'+'), c | (b < 0x20) | (b == 0x7f)));
+    if !escaped {
+        let text = std::str::from_utf8(raw)
+            .map_err(|_| Rejection::bad_request(format!("{} is not valid UTF-8", describe(field))))?;
+        if controls {
+            check_controls(text, field)?;
+        }
+        return Ok(Cow::Borrowed(text));
+    }
+    let decoded: Cow<'a, [u8]> = {
         let mut out = Vec::with_capacity(raw.len());
         let mut i = 0;
         while i < raw.len() {
@@ -277,8 +297,6 @@ fn percent_decode<'a>(raw: &'a [u8], source: Source, field: Option<&str>) -> Res
             }
         }
         Cow::Owned(out)
-    } else {
-        Cow::Borrowed(raw)
     };
     let text: Cow<'a, str> = match decoded {
         Cow::Borrowed(bytes) => Cow::Borrowed(
