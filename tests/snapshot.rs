@@ -129,7 +129,10 @@ fn damaged(good: &[u8]) -> Vec<(&'static str, Vec<u8>, &'static str)> {
     flipped[middle] ^= 0x20;
     let mut future = good.to_vec();
     future[8..12].copy_from_slice(&99u32.to_le_bytes());
+    let mut older = good.to_vec();
+    older[8..12].copy_from_slice(&1u32.to_le_bytes());
     vec![
+        ("older format", older, "format 1 is not readable by this build"),
         ("truncated", good[..good.len() - 10].to_vec(), "truncated: the header says"),
         ("flipped byte", flipped, "checksum mismatch: the file is corrupt"),
         ("empty", Vec::new(), "the file is empty"),
@@ -140,7 +143,7 @@ fn damaged(good: &[u8]) -> Vec<(&'static str, Vec<u8>, &'static str)> {
 
 #[tokio::test]
 async fn a_bad_newest_snapshot_falls_back_to_the_previous_good_one() {
-    for case in 0..5 {
+    for case in 0..6 {
         let (dir, uuid) = good_snapshot().await;
         let good_path = snapshot::list(dir.path()).unwrap()[0].clone();
         let good = std::fs::read(&good_path).unwrap();
@@ -161,7 +164,7 @@ async fn a_bad_newest_snapshot_falls_back_to_the_previous_good_one() {
 
 #[tokio::test]
 async fn with_no_good_snapshot_the_start_is_refused() {
-    for case in 0..5 {
+    for case in 0..6 {
         let (dir, _) = good_snapshot().await;
         let good_path = snapshot::list(dir.path()).unwrap()[0].clone();
         let good = std::fs::read(&good_path).unwrap();
