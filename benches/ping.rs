@@ -8,9 +8,9 @@
 //!
 //! Run: `cargo bench --bench ping`. Results are in the README (Benchmarks).
 //!
-//! Last results (2026-11-30, 2-core VM, medians): 1 target 1.35 µs,
-//! 10 targets 1.62 µs, 100 targets 3.25 µs, 10 targets with shield limits
-//! on 1.66 µs, echo 0.73 µs; shield dedupe hit 14 ns, shield limits 27 ns.
+//! Last results (2026-11-30, 2-core VM, medians): 1 target 1.47 µs,
+//! 10 targets 1.55 µs, 100 targets 3.00 µs, 10 targets with shield limits
+//! on 1.62 µs, echo 0.68 µs; shield dedupe hit 14 ns, shield limits 26 ns.
 
 use std::hint::black_box;
 use std::time::Duration;
