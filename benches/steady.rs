@@ -9,8 +9,9 @@
 //!
 //! Run: `cargo bench --bench steady` (needs about 1 GiB of memory).
 //!
-//! Last results (2026-11-30, 2-core VM): 2.0 to 2.4 µs per ping over
-//! several runs (2.05, 2.40, 2.47), request building (0.13 µs) included.
+//! Last results (2026-11-30, 2-core VM): 2.0 to 2.5 µs per ping over
+//! several runs (2.05, 2.40, 2.47), request building (0.13 µs) included;
+//! up to 2.9 µs in slow periods of this VM.
 
 use std::time::{Duration, Instant};
 
