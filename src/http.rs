@@ -114,6 +114,7 @@ pub async fn serve(listener: TcpListener, engine: Arc<Engine>, shutdown: impl Fu
         () = graceful.shutdown() => {}
         () = tokio::time::sleep(SHUTDOWN_GRACE) => {
             tracing::warn!("shutdown: requests still open after {SHUTDOWN_GRACE:?}, closing them");
+            idle.close_all();
         }
     }
 }
@@ -155,6 +156,8 @@ impl hyper::service::Service<Request<Incoming>> for Handler {
         // again once the answer is ready.
         if req.body().is_end_stream() {
             let (parts, _) = req.into_parts();
+            // Some answers take a while (a reload, the stats).
+            self.busy();
             return match respond(&self.engine, &parts, &[]) {
                 Handled::Response(response) => {
                     self.waiting();

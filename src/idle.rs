@@ -6,8 +6,8 @@
 //! Written by hand, rather than using hyper's `header_read_timeout`, because
 //! that arms a timer for every request: an allocation and two operations on
 //! the runtime's timer wheel, measured at about a tenth of the server's CPU
-//! per ping under load. Here a request costs one or two relaxed atomic
-//! stores, and one task sweeps every open connection a few times per
+//! per ping under load. Here a request costs a clock read and one or two
+//! atomic stores, and one task sweeps every open connection a few times per
 //! timeout.
 
 use std::sync::Arc;
@@ -29,13 +29,10 @@ pub struct Idle {
 
 struct Inner {
     started: Instant,
-    /// Milliseconds since `started`, as of the last sweep: a clock that
-    /// costs a request one load.
-    now_ms: AtomicU64,
     timeout_ms: u64,
     /// How often the sweeper runs: a connection is closed between
-    /// `timeout_ms` and `timeout_ms` plus two of these after its client
-    /// went quiet.
+    /// `timeout_ms` and `timeout_ms` plus one of these after its client
+    /// went quiet (more if the runtime is too busy to sweep on time).
     every_ms: u64,
     next_id: AtomicU64,
     conns: Mutex<AHashMap<u64, Conn>>,
@@ -57,13 +54,13 @@ impl Watch {
     /// rtbd works on a request: no deadline runs.
     #[inline]
     pub fn busy(&self) {
-        self.since_ms.store(BUSY, Ordering::Relaxed);
+        self.since_ms.store(BUSY, Ordering::Release);
     }
 
     /// rtbd has answered: the client's time for its next request starts.
     #[inline]
     pub fn waiting(&self) {
-        self.since_ms.store(self.inner.now_ms.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.since_ms.store(self.inner.elapsed_ms(), Ordering::Release);
     }
 }
 
@@ -92,7 +89,6 @@ impl Idle {
         let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX).max(1);
         let inner = Arc::new(Inner {
             started: Instant::now(),
-            now_ms: AtomicU64::new(0),
             timeout_ms,
             every_ms: (timeout_ms / 4).clamp(10, 1_000),
             next_id: AtomicU64::new(0),
@@ -104,7 +100,6 @@ impl Idle {
 
     /// Registers a new connection, waiting for its first request from now.
     pub fn watch(&self) -> (Arc<Watch>, Registered) {
-        self.inner.now_ms.store(self.inner.elapsed_ms(), Ordering::Relaxed);
         let watch = Arc::new(Watch { since_ms: AtomicU64::new(0), inner: self.inner.clone() });
         watch.waiting();
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
@@ -118,6 +113,16 @@ impl Idle {
     pub fn closes_with(&self, id: u64, abort: AbortHandle) {
         if let Some(conn) = self.inner.conns.lock().get_mut(&id) {
             conn.abort = Some(abort);
+        }
+    }
+
+    /// Closes every connection still open (at the end of a shutdown that
+    /// waited long enough).
+    pub fn close_all(&self) {
+        for conn in self.inner.conns.lock().values() {
+            if let Some(abort) = &conn.abort {
+                abort.abort();
+            }
         }
     }
 
@@ -149,14 +154,10 @@ async fn sweep(inner: Arc<Inner>) {
     loop {
         interval.tick().await;
         let now = inner.elapsed_ms();
-        inner.now_ms.store(now, Ordering::Relaxed);
-        // A mark may be up to one sweep older than the moment it stands
-        // for: allow for it, so no connection is closed early.
-        let limit = inner.timeout_ms + inner.every_ms;
         for conn in inner.conns.lock().values() {
-            let since = conn.watch.since_ms.load(Ordering::Relaxed);
+            let since = conn.watch.since_ms.load(Ordering::Acquire);
             if since != BUSY
-                && now.saturating_sub(since) > limit
+                && now.saturating_sub(since) > inner.timeout_ms
                 && let Some(abort) = &conn.abort
             {
                 abort.abort();
