@@ -125,15 +125,6 @@ impl Idle {
             }
         }
     }
-
-    /// Open connections.
-    pub fn len(&self) -> usize {
-        self.inner.conns.lock().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 impl Drop for Idle {

@@ -25,12 +25,11 @@
 //! held across an `.await`, and the critical sections are a few hash-table
 //! operations, so a blocking lock is both correct and faster.
 
+use ahash::AHashMap;
 use crossbeam::utils::CachePadded;
 use hashbrown::HashTable;
 use parking_lot::{Mutex, MutexGuard};
 use smallvec::SmallVec;
-
-use ahash::AHashMap;
 
 use crate::ids;
 use crate::phone::Phone;
@@ -92,7 +91,7 @@ impl Live {
 
     /// True while it holds its target: in flight, or not yet expired.
     pub fn is_live(&self, now_ms: u64) -> bool {
-        self.status == Status::Processing || self.expires_ms > now_ms
+        holds(self.status, self.expires_ms, now_ms)
     }
 }
 
@@ -104,7 +103,13 @@ fn in_scope(record: &Record, scope: Scope) -> bool {
 }
 
 fn is_live(record: &Record, now_ms: u64) -> bool {
-    record.status == Status::Processing || record.expires_ms > now_ms
+    holds(record.status, record.expires_ms, now_ms)
+}
+
+/// The one rule of liveness: a ping in flight, or a reservation not yet
+/// past its time.
+fn holds(status: Status, expires_ms: u64, now_ms: u64) -> bool {
+    status == Status::Processing || expires_ms > now_ms
 }
 
 pub struct Table {
@@ -155,6 +160,8 @@ pub struct Shard {
     history_swept: usize,
     /// Record sequence numbers by expiry time.
     wheel: Wheel<u64>,
+    /// What the wheel hands out at a tick, kept to reuse its buffer.
+    due: Vec<u64>,
 }
 
 impl Shard {
@@ -166,6 +173,7 @@ impl Shard {
             history: AHashMap::new(),
             history_swept: 0,
             wheel: Wheel::new(now_ms),
+            due: Vec::new(),
         }
     }
 
@@ -291,14 +299,15 @@ impl Shard {
 
     /// Takes out every live reservation whose expiry time has come.
     pub fn expire(&mut self, now_ms: u64, expired: &mut Vec<Live>) {
-        let mut due = Vec::new();
+        let mut due = std::mem::take(&mut self.due);
         self.wheel.advance(now_ms, &mut due);
-        for seq in due {
+        for seq in due.drain(..) {
             let Some((uuid, record)) = self.records.by_seq(seq) else { continue };
             if record.live && !is_live(record, now_ms) {
                 expired.extend(self.take_live(uuid));
             }
         }
+        self.due = due;
     }
 
     /// Drops records past retention or over `max` (survivors too when
