@@ -66,13 +66,13 @@ impl Full {
     }
 
     /// What a person reads.
-    pub fn info(self) -> &'static str {
+    pub fn info(self) -> arcstr::ArcStr {
         match self {
-            Full::Hourly => "hourly cap reached",
-            Full::Daily => "daily cap reached",
-            Full::Monthly => "monthly cap reached",
-            Full::Hard => "hard (lifetime) cap reached",
-            Full::Concurrency => "concurrency cap reached",
+            Full::Hourly => arcstr::literal!("hourly cap reached"),
+            Full::Daily => arcstr::literal!("daily cap reached"),
+            Full::Monthly => arcstr::literal!("monthly cap reached"),
+            Full::Hard => arcstr::literal!("hard (lifetime) cap reached"),
+            Full::Concurrency => arcstr::literal!("concurrency cap reached"),
         }
     }
 }

@@ -147,7 +147,9 @@ impl Drop for InFlight {
             && record.status == Status::Processing
         {
             record.status = Status::Rejected;
-            let info = Info::Static("the ping ended before its buyers answered (the publisher went away)");
+            let info = Info::Text(arcstr::literal!(
+                "the ping ended before its buyers answered (the publisher went away)"
+            ));
             record.push(now, None, Detailed::Rejected, info);
         }
     }
@@ -630,7 +632,7 @@ impl Engine {
                 None => Err((
                     Status::NoTarget,
                     Detailed::NoTarget,
-                    Info::Static("the campaign has no tracking number"),
+                    Info::Text(arcstr::literal!("the campaign has no tracking number")),
                 )),
             },
             Routed::Nobody { status, reason, info } => Err((status, reason, info)),
@@ -827,8 +829,11 @@ impl Engine {
             None => {
                 let end = CallEnd { at_ms: now, duration_secs, converted: duration_secs >= record.seconds };
                 record.extra_mut().end = Some(end);
-                let info = if end.converted { "converted" } else { "not converted: the call was too short" };
-                record.push(now, record.target, Detailed::Ended, Info::Static(info));
+                let info = match end.converted {
+                    true => arcstr::literal!("converted"),
+                    false => arcstr::literal!("not converted: the call was too short"),
+                };
+                record.push(now, record.target, Detailed::Ended, Info::Text(info));
                 let payout = if end.converted { record.payout_milli } else { 0 };
                 let bump = |tally: &Tally| {
                     if end.converted {

@@ -2,7 +2,7 @@
 //! how long the call must last to earn it.
 
 use crate::config::{Campaign, Payout, Seconds};
-use crate::status::UNPRICEABLE;
+use crate::status::{Info, UNPRICEABLE};
 use crate::sym::Sym;
 
 /// A publisher's terms for one call.
@@ -28,21 +28,21 @@ pub fn price<'t>(
     publisher: &str,
     target: Sym,
     tag: impl Fn(&str) -> Option<&'t str>,
-) -> Result<Price, String> {
+) -> Result<Price, Info> {
     let criterion = campaign
         .criteria
         .iter()
         .find(|c| c.matches_publisher(publisher) && c.applies_to(target))
-        .ok_or_else(|| UNPRICEABLE.to_owned())?;
-    let numeric = |name: &str| -> Result<&'t str, String> {
-        tag(name).ok_or_else(|| format!("{UNPRICEABLE}: tag {name} is missing"))
+        .ok_or(Info::Text(UNPRICEABLE))?;
+    let numeric = |name: &str| -> Result<&'t str, Info> {
+        tag(name).ok_or_else(|| format!("{UNPRICEABLE}: tag {name} is missing").into())
     };
     let payout_milli = match &criterion.payout {
         Payout::Fixed(milli) => *milli,
         Payout::Percent { thousandths_of_percent, tag } => {
             let text = numeric(tag)?;
             let base = parse_dollars(text)
-                .ok_or_else(|| format!("{UNPRICEABLE}: tag {tag} is {text:?}, not an amount"))?;
+                .ok_or_else(|| Info::from(format!("{UNPRICEABLE}: tag {tag} is {text:?}, not an amount")))?;
             // Round half up to the thousandth of a dollar.
             ((u128::from(base) * u128::from(*thousandths_of_percent) + 50_000) / 100_000) as u64
         }
@@ -51,8 +51,9 @@ pub fn price<'t>(
         Seconds::Fixed(s) => *s,
         Seconds::Tag(tag) => {
             let text = numeric(tag)?;
-            parse_seconds(text)
-                .ok_or_else(|| format!("{UNPRICEABLE}: tag {tag} is {text:?}, not a number of seconds"))?
+            parse_seconds(text).ok_or_else(|| {
+                Info::from(format!("{UNPRICEABLE}: tag {tag} is {text:?}, not a number of seconds"))
+            })?
         }
     };
     Ok(Price { payout_milli, seconds })

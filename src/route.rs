@@ -10,6 +10,7 @@
 
 use std::borrow::Cow;
 
+use arcstr::literal;
 use smallvec::SmallVec;
 
 use crate::caps::Windows;
@@ -154,7 +155,7 @@ impl Judged {
                 at_ms: ping.now_ms,
                 target: Some(target.id),
                 status: Detailed::TargetsDuplicateDeprioritized,
-                info: "the caller reached this target recently: fresh targets go first".into(),
+                info: Info::Text(literal!("the caller reached this target recently: fresh targets go first")),
             });
         }
         self.candidates.push(Candidate { target: i, price, transfer, duplicate });
@@ -237,7 +238,7 @@ fn screen(target: &Target, ping: &Ping<'_, '_>) -> Result<(), (Detailed, Info)> 
         counters.check(limits, Windows::of(local)).map_err(|full| (full.status(), full.info().into()))?;
     }
     if counters.simulcapped(limits) {
-        return Err((Detailed::TargetSimulcapped, "concurrency cap reached".into()));
+        return Err((Detailed::TargetSimulcapped, Info::Text(literal!("concurrency cap reached"))));
     }
     Ok(())
 }
@@ -251,11 +252,11 @@ fn settle_terms(
     buyer_number: Option<Option<&str>>,
 ) -> Result<(Price, Dial), (Detailed, Info)> {
     let tag = |name: &str| ping.params.tags().find(|(n, _)| *n == name).map(|(_, v)| v);
-    let price = pricing::price(campaign, ping.publisher, target.id, tag)
-        .map_err(|why| (Detailed::Rejected, Info::from(why)))?;
+    let price =
+        pricing::price(campaign, ping.publisher, target.id, tag).map_err(|why| (Detailed::Rejected, why))?;
     let undialable = |text: &str| {
         let info = format!("the number {text:?} cannot be dialled");
-        (Detailed::UndialableExpression, Info::Text(info.into_boxed_str()))
+        (Detailed::UndialableExpression, Info::from(info))
     };
     if let Some(Some(number)) = buyer_number {
         return Dial::parse(number).map(|dial| (price, dial)).map_err(|_| undialable(number));
@@ -264,7 +265,7 @@ fn settle_terms(
         Number::Dial(dial) => Ok((price, dial.clone())),
         Number::Undialable(text) => Err(undialable(text)),
         Number::FromWebhook => {
-            Err((Detailed::UndialableExpression, Info::Static("the buyer's answer held no number")))
+            Err((Detailed::UndialableExpression, Info::Text(literal!("the buyer's answer held no number"))))
         }
     }
 }

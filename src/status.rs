@@ -1,7 +1,7 @@
 //! The statuses of the contract: what a record is now, and the detailed
 //! statuses that explain each step of a ping (`reason`, `call_flow`).
 
-use std::borrow::Cow;
+use arcstr::{ArcStr, literal};
 
 /// What a ping's record is now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -79,39 +79,40 @@ impl Detailed {
 
     /// The sentence a publisher reads when every target was passed over for
     /// this reason.
-    pub fn summary(self) -> &'static str {
+    pub fn summary(self) -> ArcStr {
         match self {
-            Detailed::TargetsPaused => "every target is paused",
-            Detailed::TargetsClosed => "every target is outside its business hours",
-            Detailed::TargetDisqualified => "no target accepts this caller",
-            Detailed::TargetDisqualifiedByCap => "every target has reached a cap",
-            Detailed::TargetSimulcapped => "every target is at its concurrency cap",
-            Detailed::TargetsDuplicateDeprioritized => "this caller already reached every target",
-            Detailed::UndialableExpression => "no target has a number that can be dialled",
+            Detailed::TargetsPaused => literal!("every target is paused"),
+            Detailed::TargetsClosed => literal!("every target is outside its business hours"),
+            Detailed::TargetDisqualified => literal!("no target accepts this caller"),
+            Detailed::TargetDisqualifiedByCap => literal!("every target has reached a cap"),
+            Detailed::TargetSimulcapped => literal!("every target is at its concurrency cap"),
+            Detailed::TargetsDuplicateDeprioritized => literal!("this caller already reached every target"),
+            Detailed::UndialableExpression => literal!("no target has a number that can be dialled"),
             Detailed::Rejected => UNPRICEABLE,
-            Detailed::NoTarget => "the campaign has no targets",
-            _ => "no target is available",
+            Detailed::NoTarget => literal!("the campaign has no targets"),
+            _ => literal!("no target is available"),
         }
     }
 }
 
 /// The info of a ping no criteria can price.
-pub const UNPRICEABLE: &str = "Unable to determine payout until the call converts";
+pub const UNPRICEABLE: ArcStr = literal!("Unable to determine payout until the call converts");
 
-/// A sentence for a person, usually fixed.
+/// A sentence for a person, usually fixed. Eight bytes (a thin pointer),
+/// so a ping's first steps fit inline in its record: a fixed sentence is a
+/// static `ArcStr` (no allocation, no reference count touched), and only
+/// the rare sentence made for one ping is allocated.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub enum Info {
     #[default]
     None,
-    Static(&'static str),
-    Text(Box<str>),
+    Text(ArcStr),
 }
 
 impl Info {
     pub fn as_str(&self) -> &str {
         match self {
             Info::None => "",
-            Info::Static(s) => s,
             Info::Text(s) => s,
         }
     }
@@ -135,23 +136,14 @@ impl<'de> serde::Deserialize<'de> for Info {
     }
 }
 
-impl From<&'static str> for Info {
-    fn from(s: &'static str) -> Info {
-        Info::Static(s)
+impl From<ArcStr> for Info {
+    fn from(s: ArcStr) -> Info {
+        Info::Text(s)
     }
 }
 
 impl From<String> for Info {
     fn from(s: String) -> Info {
-        Info::Text(s.into_boxed_str())
-    }
-}
-
-impl From<Cow<'static, str>> for Info {
-    fn from(s: Cow<'static, str>) -> Info {
-        match s {
-            Cow::Borrowed(s) => Info::Static(s),
-            Cow::Owned(s) => s.into(),
-        }
+        Info::Text(s.into())
     }
 }
