@@ -5,8 +5,8 @@
 //! Run: `cargo bench --bench persistence` (needs about 2 GiB of memory).
 //! Results are in the README.
 //!
-//! Last results (2026-11-30, 2-core VM): 277 bytes per live reservation;
-//! snapshot 0.28 s, 103 MB; pings meanwhile p99 6.3 µs, max 3.6 ms; restore
+//! Last results (2026-11-30, 2-core VM): 286 bytes per live reservation;
+//! snapshot 0.30 s, 104 MB; pings meanwhile p99 6.4 µs, max 3.9 ms; restore
 //! 0.8 s.
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -8,9 +8,12 @@
 //!
 //! Run: `cargo bench --bench ping`. Results are in the README (Benchmarks).
 //!
-//! Last results (2026-11-30, 2-core VM, medians): 1 target 1.47 µs,
-//! 10 targets 1.55 µs, 100 targets 3.00 µs, 10 targets with shield limits
-//! on 1.62 µs, echo 0.68 µs; shield dedupe hit 14 ns, shield limits 26 ns.
+//! Last results (2026-11-30, 2-core VM, medians, in a slow afternoon period
+//! of the VM): 1 target 1.50 µs, 10 targets 1.69 µs, 100 targets 3.37 µs,
+//! 10 targets with shield limits on 1.78 µs, echo 0.71 µs; shield dedupe
+//! hit 15 ns, shield limits 27 ns. The morning's run of the previous code
+//! gave 1.47 / 1.55 / 3.00 / 1.62 µs; paired runs of the two, one after
+//! the other, do not tell them apart (10 targets: 1.71 to 1.96 µs each).
 
 use std::hint::black_box;
 use std::time::Duration;
