@@ -8,12 +8,12 @@
 //!
 //! Run: `cargo bench --bench ping`. Results are in the README (Benchmarks).
 //!
-//! Last results (2026-11-30, 2-core VM, medians, in a slow afternoon period
-//! of the VM): 1 target 1.50 µs, 10 targets 1.69 µs, 100 targets 3.37 µs,
-//! 10 targets with shield limits on 1.78 µs, echo 0.71 µs; shield dedupe
-//! hit 15 ns, shield limits 27 ns. The morning's run of the previous code
-//! gave 1.47 / 1.55 / 3.00 / 1.62 µs; paired runs of the two, one after
-//! the other, do not tell them apart (10 targets: 1.71 to 1.96 µs each).
+//! Last results (2026-11-30, 2-core VM, medians, while the VM was slow):
+//! 1 target 1.50 µs, 10 targets 1.69 µs, 100 targets 3.37 µs, 10 targets
+//! with shield limits on 1.78 µs, echo 0.71 µs; shield dedupe hit 15 ns,
+//! shield limits 27 ns. An earlier run the same day, on the code before
+//! the inline flow, gave 1.47 / 1.55 / 3.00 / 1.62 µs; paired runs of the
+//! two do not tell them apart (10 targets: 1.71 to 1.96 µs each).
 
 use std::hint::black_box;
 use std::time::Duration;

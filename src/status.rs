@@ -100,8 +100,9 @@ pub const UNPRICEABLE: ArcStr = literal!("Unable to determine payout until the c
 
 /// A sentence for a person, usually fixed. Eight bytes (a thin pointer),
 /// so a ping's first steps fit inline in its record: a fixed sentence is a
-/// static `ArcStr` (no allocation, no reference count touched), and only
-/// the rare sentence made for one ping is allocated.
+/// static `ArcStr` (no allocation, no reference count touched). A sentence
+/// made for one ping (a closed target's local time, a filter's reason) is
+/// formatted, then copied once into its shared string.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub enum Info {
     #[default]
