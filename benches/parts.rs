@@ -103,7 +103,9 @@ fn table(c: &mut Criterion) {
             record.status = Status::Processing;
             shard.add_record(uuid, record, true);
             let taken = shard.take_live(uuid);
-            shard.mark(uuid, Status::NoTarget);
+            if let Some(record) = shard.records.get_mut(uuid) {
+                record.status = Status::NoTarget;
+            }
             shard.evict(start, u64::MAX, PER_SHARD, false);
             black_box(taken)
         })

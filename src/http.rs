@@ -164,7 +164,6 @@ impl hyper::service::Service<Request<Incoming>> for Handler {
                     Reply::Ready(Some(response))
                 }
                 later => {
-                    self.busy();
                     let this = self.clone();
                     Reply::Pending(Box::pin(async move {
                         let response = finish(&this.engine, later).await;

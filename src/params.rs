@@ -103,10 +103,7 @@ impl<'a> Params<'a> {
         // whether it is a valid name once lowered.
         let (valid, upper) =
             name.bytes().fold((!name.is_empty() && name.len() <= MAX_NAME_LEN, false), |(ok, up), b| {
-                (
-                    ok && (b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')),
-                    up || b.is_ascii_uppercase(),
-                )
+                (ok && name_byte(b.to_ascii_lowercase()), up || b.is_ascii_uppercase())
             });
         let name = if upper { Cow::Owned(name.to_ascii_lowercase()) } else { name };
         if !valid {
@@ -204,13 +201,14 @@ impl Source {
     }
 }
 
+/// A byte a (lower-cased) parameter name may hold.
+fn name_byte(b: u8) -> bool {
+    b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-' | b'.')
+}
+
 /// Checks a (lower-cased) parameter name.
 pub fn check_name(name: &str) -> Result<(), Rejection> {
-    let ok = !name.is_empty()
-        && name.len() <= MAX_NAME_LEN
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-' | b'.'));
+    let ok = !name.is_empty() && name.len() <= MAX_NAME_LEN && name.bytes().all(name_byte);
     if ok {
         Ok(())
     } else {

@@ -242,13 +242,6 @@ impl Shard {
         self.records.get(uuid).filter(|r| r.live).map(|r| Live::of(uuid, r))
     }
 
-    /// Sets the status of a record.
-    pub fn mark(&mut self, uuid: u128, status: Status) {
-        if let Some(record) = self.records.get_mut(uuid) {
-            record.status = status;
-        }
-    }
-
     /// Makes the record of `uuid` (added with [`Shard::add_record`]) live: a
     /// reservation, scheduled for expiry, or a ping in flight. False if
     /// there is no such record.
