@@ -4,12 +4,25 @@
 # request, their ratio, and rtbd's latency at half its peak rate.
 #
 #   benches/load/run.sh [seconds]     (default 10 s per measurement)
+#
+# With --calibrate it measures no rtbd: it runs the bare server against a
+# copy of itself that keeps its thread busy for a set time per request
+# (0.5 to 4 µs), and prints the ratio each reaches. That is the ratio a
+# server doing that much work per request can reach on this machine.
+#
+#   benches/load/run.sh --calibrate [seconds]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
+CALIBRATE=0
+if [ "${1:-}" = --calibrate ]; then
+  CALIBRATE=1
+  shift
+fi
 SECONDS_EACH="${1:-10}"
 RTBD_ADDR=127.0.0.1:18080
 BARE_ADDR=127.0.0.1:18081
+WORK_ADDR=127.0.0.1:18082
 CONNECTIONS=64
 THREADS=2
 
@@ -19,19 +32,6 @@ if ! command -v wrk >/dev/null; then
 fi
 
 cargo build --release --quiet --bin rtbd --example bare --example loadgen
-
-rm -rf target/load-data
-RUST_LOG=warn target/release/rtbd serve --config benches/load/rtbd.toml --listen "$RTBD_ADDR" >/dev/null &
-RTBD=$!
-target/release/examples/bare "$BARE_ADDR" >/dev/null &
-BARE=$!
-trap 'kill $RTBD $BARE 2>/dev/null || true; wait 2>/dev/null || true' EXIT
-for addr in "$RTBD_ADDR" "$BARE_ADDR"; do
-  for _ in $(seq 50); do
-    curl -s -o /dev/null "http://$addr/healthz" && break
-    sleep 0.1
-  done
-done
 
 # CPU time (user + system) of process $1 so far, in clock ticks.
 cpu_ticks() {
@@ -60,8 +60,54 @@ measure() {
     END { printf "%s %.2f %.1f\n", rps, (a - b) / hz * 1e6 / n, s * 100 / n }'
 }
 
-echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(date -u +%Y-%m-%d)"
-echo "wrk: $THREADS threads, $CONNECTIONS keep-alive connections, ${SECONDS_EACH} s, a new caller per request"
+# Waits until the server at $1 answers.
+await_server() {
+  for _ in $(seq 50); do
+    curl -s -o /dev/null "http://$1/healthz" && return
+    sleep 0.1
+  done
+}
+
+describe() {
+  echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(date -u +%Y-%m-%d)"
+  echo "wrk: $THREADS threads, $CONNECTIONS keep-alive connections, ${SECONDS_EACH} s, a new caller per request"
+}
+
+if [ "$CALIBRATE" = 1 ]; then
+  target/release/examples/bare "$BARE_ADDR" >/dev/null &
+  BARE=$!
+  WORKED=
+  trap 'kill $BARE $WORKED 2>/dev/null || true; wait 2>/dev/null || true' EXIT
+  await_server "$BARE_ADDR"
+  describe
+  echo "the bare server against a copy of itself busy for a set time per request:"
+  wrk -t"$THREADS" -c"$CONNECTIONS" -d3s -s benches/load/ping.lua "http://$BARE_ADDR/rtbs.json" >/dev/null
+  for work in 500 1000 1500 2000 3000 4000; do
+    target/release/examples/bare "$WORK_ADDR" --work-ns "$work" >/dev/null &
+    WORKED=$!
+    await_server "$WORK_ADDR"
+    wrk -t"$THREADS" -c"$CONNECTIONS" -d3s -s benches/load/ping.lua "http://$WORK_ADDR/rtbs.json" >/dev/null
+    read -r BARE_RPS BARE_CPU _ < <(measure "$BARE_ADDR" "$BARE")
+    read -r WORK_RPS WORK_CPU _ < <(measure "$WORK_ADDR" "$WORKED")
+    kill $WORKED
+    wait $WORKED 2>/dev/null || true
+    awk -v w="$work" -v r="$WORK_RPS" -v b="$BARE_RPS" -v rc="$WORK_CPU" -v bc="$BARE_CPU" 'BEGIN {
+      printf "  + %.1f µs of work: ratio %.3f (%.0f / %.0f requests/s), server CPU %.2f µs per request (bare %.2f)\n", w / 1000, r / b, r, b, rc, bc }'
+  done
+  exit 0
+fi
+
+rm -rf target/load-data
+RUST_LOG=warn target/release/rtbd serve --config benches/load/rtbd.toml --listen "$RTBD_ADDR" >/dev/null &
+RTBD=$!
+target/release/examples/bare "$BARE_ADDR" >/dev/null &
+BARE=$!
+trap 'kill $RTBD $BARE 2>/dev/null || true; wait 2>/dev/null || true' EXIT
+await_server "$RTBD_ADDR"
+await_server "$BARE_ADDR"
+
+
+describe
 # Warm up. rtbd runs for a reservation TTL (15 s) first, so its table is at
 # its steady size (a TTL's worth of live reservations, records evicting as
 # fast as they come) rather than still growing.
