@@ -105,14 +105,21 @@ impl Windowed {
         if w == window { n } else { 0 }
     }
 
-    /// Counts one in `window` unless that would pass `cap`.
-    fn try_add(&self, window: u32, cap: Option<u32>) -> bool {
+    /// Counts one in `window` unless that would pass `cap`, and returns the
+    /// window it counted in. A count that comes late, with a time from a
+    /// window this counter has already left (its clock was read before
+    /// another thread counted in the next window), counts in the newer
+    /// window: resetting the count to that older window would let the
+    /// newer one pass its cap. The later give-back of such a count finds
+    /// its own window gone and takes nothing back, so the slot stays used
+    /// until the window ends: erring towards fewer calls, never more.
+    fn try_add(&self, window: u32, cap: Option<u32>) -> Option<u32> {
         let mut current = self.0.load(Ordering::Acquire);
         loop {
             let (w, n) = unpack(current);
-            let n = if w == window { n } else { 0 };
+            let (window, n) = if w >= window { (w, n) } else { (window, 0) };
             if cap.is_some_and(|cap| n >= cap) || n == u32::MAX {
-                return false;
+                return None;
             }
             match self.0.compare_exchange_weak(
                 current,
@@ -120,7 +127,7 @@ impl Windowed {
                 Ordering::AcqRel,
                 Ordering::Acquire,
             ) {
-                Ok(_) => return true,
+                Ok(_) => return Some(window),
                 Err(seen) => current = seen,
             }
         }
@@ -217,26 +224,28 @@ impl Counters {
     /// Counts one call into every cap and takes a concurrency slot, or
     /// counts nothing and names the first full cap.
     pub fn try_count(&self, limits: &Limits, w: Windows) -> Result<(), Full> {
-        if !self.hourly.try_add(w.hour, limits.hourly) {
+        // A failed cap rolls back the counts taken before it, in the
+        // windows they were taken in (see `Windowed::try_add`).
+        let Some(hour) = self.hourly.try_add(w.hour, limits.hourly) else {
             return Err(Full::Hourly);
-        }
-        if !self.daily.try_add(w.day, limits.daily) {
-            self.hourly.sub(w.hour);
+        };
+        let Some(day) = self.daily.try_add(w.day, limits.daily) else {
+            self.hourly.sub(hour);
             return Err(Full::Daily);
-        }
-        if !self.monthly.try_add(w.month, limits.monthly) {
-            self.hourly.sub(w.hour);
-            self.daily.sub(w.day);
+        };
+        let Some(month) = self.monthly.try_add(w.month, limits.monthly) else {
+            self.hourly.sub(hour);
+            self.daily.sub(day);
             return Err(Full::Monthly);
-        }
-        if !self.hard.try_add(0, limits.hard) {
-            self.hourly.sub(w.hour);
-            self.daily.sub(w.day);
-            self.monthly.sub(w.month);
+        };
+        if self.hard.try_add(0, limits.hard).is_none() {
+            self.hourly.sub(hour);
+            self.daily.sub(day);
+            self.monthly.sub(month);
             return Err(Full::Hard);
         }
         if !self.concurrency.try_add(limits.concurrency) {
-            self.give_back_counts(w);
+            self.give_back_counts(Windows { hour, day, month });
             return Err(Full::Concurrency);
         }
         Ok(())
@@ -292,6 +301,28 @@ mod tests {
         c.give_back(W);
         assert_eq!(c.hourly.get(next.hour), 1);
         assert_eq!(c.concurrency.get(), 2);
+    }
+
+    #[test]
+    fn a_late_count_never_resets_a_newer_window() {
+        let c = Counters::default();
+        let limits = Limits { hourly: Some(2), daily: Some(3), ..Limits::default() };
+        let next = Windows { hour: 11, ..W };
+        assert!(c.try_count(&limits, next).is_ok());
+        assert!(c.try_count(&limits, next).is_ok());
+        // A count whose clock was read in the hour before: the newer hour
+        // is full, and stays so.
+        assert_eq!(c.try_count(&limits, W), Err(Full::Hourly));
+        assert_eq!(c.hourly.get(next.hour), 2);
+        // With room, it counts in the newer hour.
+        let c = Counters::default();
+        assert!(c.try_count(&limits, next).is_ok());
+        assert!(c.try_count(&limits, W).is_ok());
+        assert_eq!((c.hourly.get(next.hour), c.daily.get(W.day)), (2, 2));
+        // A cap further down rolls back the hour it counted in, the newer one.
+        let tight = Limits { hourly: Some(5), daily: Some(2), ..Limits::default() };
+        assert_eq!(c.try_count(&tight, W), Err(Full::Daily));
+        assert_eq!(c.hourly.get(next.hour), 2);
     }
 
     #[test]

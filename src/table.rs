@@ -230,9 +230,11 @@ impl Shard {
         let on_number = || {
             self.live_of(caller).filter(move |(_, r)| r.status.is_reservation() && r.inbound == Some(inbound))
         };
+        // Newest by sequence number: a caller's records are all in one
+        // shard, numbered in the order they were made.
         on_number()
             .filter(|(_, r)| is_live(r, now_ms))
-            .max_by_key(|(_, r)| r.expires_ms)
+            .max_by_key(|(uuid, _)| ids::seq_of(*uuid))
             .or_else(|| on_number().next())
             .map(|(uuid, r)| Live::of(uuid, r))
     }

@@ -258,3 +258,26 @@ async fn a_call_takes_the_live_reservation_not_one_past_its_time() {
     assert_eq!(status, 200, "{claim}");
     assert_eq!(claim["uuid"], long["uuid"]);
 }
+
+#[tokio::test]
+async fn a_call_takes_the_newest_of_two_live_reservations() {
+    // The same caller on two keys of one campaign: the older reservation
+    // (long TTL) outlives the newer one (short TTL), and the call is for
+    // the newer, the publisher that pinged last.
+    let config = basic_config().replace(
+        &format!("key = \"{KEY}\""),
+        &format!(
+            "key = \"{KEY}\"\nttl_secs = 10\n\n[[campaigns.rtb_keys]]\nkey = \"long-key\"\nttl_secs = 600"
+        ),
+    );
+    let t = TestServer::start(&config).await;
+    let (_, long) = t.ping(&format!("key=long-key&publisher_id=p&caller_number={}", enc(CALLER))).await;
+    assert_eq!(long["status"], "reserved", "{long}");
+    t.clock.advance(std::time::Duration::from_secs(2));
+    let (_, short) = t.ping_caller(&enc(CALLER)).await;
+    assert_eq!(short["status"], "reserved", "{short}");
+    assert_ne!(short["uuid"], long["uuid"]);
+    let (status, claim) = t.call(CALLER, INBOUND).await;
+    assert_eq!(status, 200, "{claim}");
+    assert_eq!(claim["uuid"], short["uuid"]);
+}
