@@ -29,7 +29,7 @@ use crate::state::States;
 use crate::stats::{self, Field, Tally};
 use crate::status::{Detailed, Info, Status};
 use crate::sym::Sym;
-use crate::table::{Live, SHARDS, Scope, Shard, Table};
+use crate::table::{self, Live, SHARDS, Scope, Shard, Table};
 use crate::webhook::{self, Verdict};
 use crate::zone::Zone;
 
@@ -685,14 +685,21 @@ impl Engine {
     /// target's caps, atomically; if they are full the reservation is
     /// released.
     pub fn confirm(&self, routing: &Routing, key: &str, which: Confirming) -> Result<Answer, Rejection> {
-        let (_, rtb_key) = routing.key(key).ok_or_else(|| Rejection::not_found("unknown key"))?;
+        let (campaign, rtb_key) = routing.key(key).ok_or_else(|| Rejection::not_found("unknown key"))?;
         let now = self.clock.now_ms();
+        // A key confirms what its Ping Shield echoes: its own reservations,
+        // or with `dedupe_scope = "campaign"` those of any key of its
+        // campaign (a publisher echoed a reservation can confirm it).
+        let scope = match rtb_key.shield.dedupe_scope {
+            DedupeScope::Key => Scope::Key(rtb_key.id),
+            DedupeScope::Campaign => Scope::Campaign(campaign.id),
+        };
         let (mut shard, uuid) = match which {
             Confirming::Uuid(uuid) => (self.table.lock(Table::shard_of_uuid(uuid)), uuid),
             Confirming::Caller(caller) => {
                 let shard = self.table.lock(Table::shard_of_caller(caller));
                 let uuid = shard
-                    .find_live(caller, Scope::Key(rtb_key.id), now)
+                    .find_live(caller, scope, now)
                     .map(|live| live.uuid)
                     .ok_or_else(|| Rejection::not_found("no live reservation for this caller on this key"))?;
                 (shard, uuid)
@@ -700,7 +707,8 @@ impl Engine {
         };
         let unknown = || Rejection::not_found("no reservation with this uuid on this key");
         let record = shard.records.get(uuid).ok_or_else(unknown)?;
-        if record.key != rtb_key.id {
+        let owner = record.key;
+        if !table::in_scope(record, scope) {
             return Err(unknown());
         }
         let shard = &mut *shard;
@@ -729,7 +737,8 @@ impl Engine {
                         record.push(now, record.target, Detailed::Confirmed, Info::None);
                         self.states.publishers.tally(record.publisher).bump(Field::Confirmed);
                     }
-                    rtb_key.state.tally.bump(Field::Confirmed);
+                    // Counted for the key that made the reservation.
+                    self.states.keys.with(owner, |k| k.tally.bump(Field::Confirmed));
                     if let Some(target) = target {
                         self.states.targets.with(target, |t| t.tally.bump(Field::Confirmed));
                     }

@@ -95,7 +95,8 @@ impl Live {
     }
 }
 
-fn in_scope(record: &Record, scope: Scope) -> bool {
+/// Whether `record` was made within `scope`.
+pub fn in_scope(record: &Record, scope: Scope) -> bool {
     match scope {
         Scope::Key(k) => record.key == k,
         Scope::Campaign(c) => record.campaign == c,

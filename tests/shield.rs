@@ -77,6 +77,32 @@ async fn dedupe_scope_campaign_spans_the_campaigns_keys() {
 }
 
 #[tokio::test]
+async fn a_reservation_echoed_across_a_campaign_can_be_confirmed_by_the_echoing_key() {
+    let shield = "[campaigns.rtb_keys.ping_shield]\ndedupe_scope = \"campaign\"";
+    let config = campaign_config("", shield, PAYS, &target("t", ""))
+        + &format!("\n[[campaigns.rtb_keys]]\nkey = \"second-key\"\n{shield}\n");
+    let t = TestServer::start(&config).await;
+    let (_, first) = t.ping_caller("8005551234").await;
+    let uuid = first["uuid"].as_str().unwrap().to_owned();
+    let (_, echo) = t.ping("key=second-key&publisher_id=p&caller_number=8005551234").await;
+    assert_eq!(echo["uuid"], first["uuid"]);
+    // By uuid, with the key that was echoed the reservation.
+    let path = format!("/rtbs/{uuid}.json?key=second-key&status=confirmed");
+    let (status, body) = t.send(reqwest::Method::PUT, &path, None, None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "confirmed");
+    assert_eq!(body["uuid"], uuid.as_str());
+    // By caller, too (a second confirm changes nothing).
+    let (status, body) = t.ping("key=second-key&caller_number=8005551234&status=confirmed").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["uuid"], uuid.as_str());
+    // It counts once, for the key that made it.
+    let stats = t.stats().await;
+    assert_eq!(stats["keys"][KEY]["confirmed"], 1, "{stats}");
+    assert_eq!(stats["keys"]["second-key"]["confirmed"], 0, "{stats}");
+}
+
+#[tokio::test]
 async fn dedupe_scope_key_keeps_keys_apart() {
     let config =
         campaign_config("", "", PAYS, &target("t", "")) + "\n[[campaigns.rtb_keys]]\nkey = \"second-key\"\n";
@@ -85,6 +111,11 @@ async fn dedupe_scope_key_keeps_keys_apart() {
     let (_, second) = t.ping("key=second-key&publisher_id=p&caller_number=8005551234").await;
     assert_eq!(second["status"], "reserved");
     assert_ne!(second["uuid"], first["uuid"]);
+    // Each key confirms only its own reservation.
+    let first_uuid = first["uuid"].as_str().unwrap();
+    let path = format!("/rtbs/{first_uuid}.json?key=second-key&status=confirmed");
+    let (status, body) = t.send(reqwest::Method::PUT, &path, None, None).await;
+    assert_eq!(status, 404, "{body}");
 }
 
 #[tokio::test]
