@@ -129,6 +129,7 @@ impl Auction {
 /// Clears a ping's in-flight mark when dropped while still armed.
 struct InFlight {
     table: Arc<Table>,
+    states: Arc<States>,
     clock: Clock,
     caller: Phone,
     uuid: u128,
@@ -151,6 +152,9 @@ impl Drop for InFlight {
                 "the ping ended before its buyers answered (the publisher went away)"
             ));
             record.push(now, None, Detailed::Rejected, info);
+            // Counted as every ping that ends rejected is, so the stats add up.
+            self.states.keys.with(record.key, |k| k.tally.bump(Field::Rejected));
+            self.states.publishers.tally(record.publisher).bump(Field::Rejected);
         }
     }
 }
@@ -168,7 +172,8 @@ pub struct Engine {
     routing: ArcSwap<Routing>,
     table: Arc<Table>,
     clock: Clock,
-    states: States,
+    /// Shared with a ping in flight, whose guard counts how it ended.
+    states: Arc<States>,
     /// The client every webhook call shares.
     client: reqwest::Client,
     /// Ping Shield limits per (key, publisher).
@@ -206,7 +211,7 @@ pub enum CallAnswer {
 impl Engine {
     pub fn new(mut routing: Routing, clock: Clock) -> Engine {
         let now = clock.now_ms();
-        let states = States::default();
+        let states = Arc::new(States::default());
         routing.attach(&states);
         routing.version = 1;
         routing.loaded_at_ms = now;
@@ -504,6 +509,7 @@ impl Engine {
                     requests,
                     guard: InFlight {
                         table: self.table.clone(),
+                        states: self.states.clone(),
                         clock: self.clock.clone(),
                         caller,
                         uuid,

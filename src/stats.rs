@@ -123,6 +123,14 @@ impl Tally {
     }
 }
 
+/// How a key's or a publisher's pings that reserved nothing ended: with
+/// `reserved` and the Ping Shield's counts they add up to `pings`. (A
+/// target is not told about pings that went nowhere.)
+fn add_outcomes(entry: &mut Value, tally: &Tally) {
+    entry["no_target"] = json!(tally.get(Field::NoTarget));
+    entry["rejected"] = json!(tally.get(Field::Rejected));
+}
+
 /// The `/stats` report: every key, publisher and target, with caps.
 pub fn report(routing: &Routing, states: &States, now_ms: u64) -> Value {
     let mut keys = Map::new();
@@ -130,6 +138,7 @@ pub fn report(routing: &Routing, states: &States, now_ms: u64) -> Value {
     for campaign in &routing.campaigns {
         for key in &campaign.keys {
             let mut entry = key.state.tally.to_json();
+            add_outcomes(&mut entry, &key.state.tally);
             entry["campaign_id"] = json!(campaign.id.as_str());
             keys.insert(key.key.to_string(), entry);
         }
@@ -162,6 +171,7 @@ pub fn report(routing: &Routing, states: &States, now_ms: u64) -> Value {
             continue;
         }
         let mut entry = tally.to_json();
+        add_outcomes(&mut entry, tally);
         if let Some(name) = routing.publishers.get(id.as_ref()) {
             entry["name"] = json!(name.as_ref());
         }

@@ -154,6 +154,16 @@ async fn the_in_flight_mark_clears_when_the_publisher_goes_away() {
     let (_, fresh) = t.ping_caller("8005551234").await;
     assert_eq!(fresh["status"], "reserved", "{fresh}");
     assert_ne!(fresh["uuid"], uuid.as_str());
+    // The dropped ping is counted as rejected, so the ping counts add up.
+    let stats = t.stats().await;
+    let key = &stats["keys"][KEY];
+    assert_eq!(
+        (key["pings"].as_u64(), key["rejected"].as_u64(), key["reserved"].as_u64()),
+        (Some(3), Some(1), Some(1)),
+        "{key}"
+    );
+    let publisher = &stats["publishers"]["p"];
+    assert_eq!(publisher["rejected"].as_u64(), Some(1), "{publisher}");
 }
 
 #[tokio::test]

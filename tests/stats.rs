@@ -63,6 +63,24 @@ async fn stats_count_every_step() {
 }
 
 #[tokio::test]
+async fn pings_that_reserve_nothing_are_counted_by_how_they_ended() {
+    let t = TestServer::start(&campaign_config("", "", ANY_PAYS_ONE, &target("t", "paused = true"))).await;
+    for caller in ["8005550001", "8005550002"] {
+        let (status, body) = t.ping(&format!("key={KEY}&publisher_id=acme&caller_number={caller}")).await;
+        assert_eq!((status, body["status"].as_str()), (200, Some("no-target")), "{body}");
+    }
+    let stats = t.stats().await;
+    for entry in [&stats["keys"][KEY], &stats["publishers"]["acme"]] {
+        assert_eq!(
+            (entry["pings"].as_u64(), entry["reserved"].as_u64(), entry["no_target"].as_u64()),
+            (Some(2), Some(0), Some(2)),
+            "{entry}"
+        );
+        assert_eq!(entry["rejected"].as_u64(), Some(0), "{entry}");
+    }
+}
+
+#[tokio::test]
 async fn stats_need_the_admin_token() {
     let t = TestServer::start(&basic_config()).await;
     for token in [None, Some(SWITCH), Some("nope")] {
