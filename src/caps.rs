@@ -106,18 +106,21 @@ impl Windowed {
     }
 
     /// Counts one in `window` unless that would pass `cap`, and returns the
-    /// window it counted in. A count that comes late, with a time from a
-    /// window this counter has already left (its clock was read before
-    /// another thread counted in the next window), counts in the newer
-    /// window: resetting the count to that older window would let the
+    /// window it counted in. A count that comes late, with a time from the
+    /// window just before the one this counter is in (its clock was read
+    /// before another thread counted in the next window), counts in the
+    /// newer window: resetting the count to the older window would let the
     /// newer one pass its cap. The later give-back of such a count finds
     /// its own window gone and takes nothing back, so the slot stays used
-    /// until the window ends: erring towards fewer calls, never more.
+    /// until the window ends: erring towards fewer calls, never more. Any
+    /// other window (a new one, or one further back: the target's time
+    /// zone changed, or the clock was set back) starts from zero.
     fn try_add(&self, window: u32, cap: Option<u32>) -> Option<u32> {
         let mut current = self.0.load(Ordering::Acquire);
         loop {
             let (w, n) = unpack(current);
-            let (window, n) = if w >= window { (w, n) } else { (window, 0) };
+            let late = window.checked_add(1) == Some(w);
+            let (window, n) = if w == window || late { (w, n) } else { (window, 0) };
             if cap.is_some_and(|cap| n >= cap) || n == u32::MAX {
                 return None;
             }
@@ -258,6 +261,15 @@ impl Counters {
         self.concurrency.sub();
     }
 
+    /// Gives back what a counted reservation took when its windows cannot
+    /// be told any more (its target's time zone changed since): the hard
+    /// count (one window for all time) and the concurrency slot. Its
+    /// hourly, daily and monthly counts stay until those windows end.
+    pub fn give_back_without_windows(&self) {
+        self.hard.sub(0);
+        self.concurrency.sub();
+    }
+
     fn give_back_counts(&self, w: Windows) {
         self.hourly.sub(w.hour);
         self.daily.sub(w.day);
@@ -323,6 +335,11 @@ mod tests {
         let tight = Limits { hourly: Some(5), daily: Some(2), ..Limits::default() };
         assert_eq!(c.try_count(&tight, W), Err(Full::Daily));
         assert_eq!(c.hourly.get(next.hour), 2);
+        // Two hours back is another time base (a new time zone), not a late
+        // count: it starts from zero, as a new window does.
+        let earlier = Windows { hour: 9, day: 5, month: 1 };
+        assert!(c.try_count(&limits, earlier).is_ok());
+        assert_eq!(c.hourly.get(earlier.hour), 1);
     }
 
     #[test]

@@ -126,6 +126,10 @@ impl Auction {
     }
 }
 
+/// After a target's time zone changes on reload, how long requests still
+/// running on the old config are taken to count in the old zone.
+const ZONE_CHANGE_MARGIN_MS: u64 = 60_000;
+
 /// Clears a ping's in-flight mark when dropped while still armed.
 struct InFlight {
     table: Arc<Table>,
@@ -278,6 +282,15 @@ impl Engine {
     pub fn install(&self, mut routing: Routing) -> Arc<Routing> {
         routing.attach(&self.states);
         let current = self.routing();
+        let now = self.clock.now_ms();
+        for target in routing.campaigns.iter().flat_map(|c| &c.targets) {
+            if current.target(target.id).is_some_and(|(_, old)| old.zone.name() != target.zone.name()) {
+                // Requests still running on the old config may count in its
+                // zone for a while yet: the margin covers them.
+                let since = now.saturating_add(ZONE_CHANGE_MARGIN_MS);
+                target.state.zone_changed_ms.fetch_max(since, Ordering::Relaxed);
+            }
+        }
         routing.version = current.version + 1;
         routing.loaded_at_ms = self.clock.now_ms();
         if routing.server.listen != current.server.listen
@@ -937,13 +950,23 @@ impl Engine {
         }
     }
 
-    /// Gives back the counts of a reservation counted at `counted_ms`.
+    /// Gives back the counts of a reservation counted at `counted_ms`. If
+    /// the target's time zone changed since, the windows it was counted in
+    /// are not known (the new zone's would be wrong, and taking back a
+    /// count the window never had would let it pass its cap): only its
+    /// hard count and concurrency slot are given back.
     fn give_back(&self, routing: &Routing, target: Sym, counted_ms: u64) {
         let windows = match routing.target(target) {
             Some((_, t)) => Windows::at(&t.zone, counted_ms),
             None => Windows::at(&Zone::utc(), counted_ms),
         };
-        self.states.targets.with(target, |t| t.counters.give_back(windows));
+        self.states.targets.with(target, |t| {
+            if counted_ms < t.zone_changed_ms.load(Ordering::Relaxed) {
+                t.counters.give_back_without_windows();
+            } else {
+                t.counters.give_back(windows);
+            }
+        });
     }
 
     /// Ends a live reservation whose time has passed (the shard is locked):

@@ -9,6 +9,7 @@
 //! map.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use ahash::AHashMap;
 use arc_swap::ArcSwap;
@@ -23,6 +24,10 @@ use crate::sym::Sym;
 #[derive(Debug, Default)]
 pub struct TargetState {
     pub counters: Counters,
+    /// Reservations counted before this time (ms) were counted in the
+    /// windows of a time zone the target no longer has: their counts are
+    /// not given back (see `Engine::give_back`). 0: the zone never changed.
+    pub zone_changed_ms: AtomicU64,
     pub tally: Tally,
     /// Latency and failures of the target's webhook.
     pub webhook: WebhookStats,

@@ -85,6 +85,41 @@ async fn reload_by_endpoint() {
 }
 
 #[tokio::test]
+async fn a_new_time_zone_never_lets_a_cap_pass() {
+    // Hourly cap 2. One reservation is counted in UTC's hour; the target
+    // moves to India's time zone (hours start at :30 UTC), where another is
+    // counted; then the first expires. Its count was never in India's hour,
+    // so nothing may be taken back from it: the hour holds two, not one.
+    let targets = |zone: &str| target("t", &format!("time_zone = \"{zone}\"\ncaps = {{ hourly = 2 }}"));
+    let (t, path, _dir) = server_on_file(&config_paying("1", &targets("UTC")), false).await;
+    let confirm = |caller: &'static str| {
+        let t = &t;
+        async move {
+            let (_, body) = t.ping_caller(caller).await;
+            assert_eq!(body["status"], "reserved", "{body}");
+            let (status, body) = t.confirm(body["uuid"].as_str().unwrap()).await;
+            assert_eq!((status, body["status"].as_str()), (200, Some("confirmed")), "{body}");
+        }
+    };
+    let hourly_filled = || async { t.stats().await["targets"]["t"]["caps"]["hourly"]["filled"].clone() };
+    confirm("8005550001").await;
+
+    std::fs::write(&path, config_paying("1", &targets("Asia/Kolkata"))).unwrap();
+    let (status, body) = reload(&t).await;
+    assert_eq!(status, 200, "{body}");
+    t.advance(Duration::from_secs(300));
+    confirm("8005550002").await;
+    assert_eq!(hourly_filled().await, 1);
+    // The first reservation (TTL 600 s) expires; the second is still live.
+    t.advance(Duration::from_secs(301));
+    assert_eq!(hourly_filled().await, 1);
+    confirm("8005550003").await;
+    assert_eq!(hourly_filled().await, 2);
+    let (_, body) = t.ping_caller("8005550004").await;
+    assert_eq!(body["status"], "no-target", "the hour is full: {body}");
+}
+
+#[tokio::test]
 async fn a_broken_file_keeps_the_running_config_and_says_where() {
     let (t, path, _dir) = server_on_file(&config_paying("1", &target("t", "")), false).await;
     let broken = config_paying("1", &target("t", "weight = 0\nmystery = 3"));
