@@ -25,7 +25,7 @@ use crate::records::{CallEnd, Flow, Record, Tags};
 use crate::route::{self, Routed};
 use crate::shield::{self, DedupeScope, Shield};
 use crate::snapshot;
-use crate::state::States;
+use crate::state::{States, TargetState};
 use crate::stats::{self, Field, Tally};
 use crate::status::{Detailed, Info, Status};
 use crate::sym::Sym;
@@ -282,13 +282,9 @@ impl Engine {
     pub fn install(&self, mut routing: Routing) -> Arc<Routing> {
         routing.attach(&self.states);
         let current = self.routing();
-        let now = self.clock.now_ms();
         for target in routing.campaigns.iter().flat_map(|c| &c.targets) {
             if current.target(target.id).is_some_and(|(_, old)| old.zone.name() != target.zone.name()) {
-                // Requests still running on the old config may count in its
-                // zone for a while yet: the margin covers them.
-                let since = now.saturating_add(ZONE_CHANGE_MARGIN_MS);
-                target.state.zone_changed_ms.fetch_max(since, Ordering::Relaxed);
+                self.zone_changed(&target.state);
             }
         }
         routing.version = current.version + 1;
@@ -301,6 +297,15 @@ impl Engine {
         let routing = Arc::new(routing);
         self.routing.store(routing.clone());
         routing
+    }
+
+    /// Notes that a target's time zone changed now: what it counted before
+    /// is in the old zone's windows. Requests still running on the old
+    /// config may count in that zone for a while yet: the margin covers
+    /// them.
+    pub(crate) fn zone_changed(&self, target: &TargetState) {
+        let since = self.clock.now_ms().saturating_add(ZONE_CHANGE_MARGIN_MS);
+        target.zone_changed_ms.fetch_max(since, Ordering::Relaxed);
     }
 
     /// Reloads the config file. A file that does not load changes nothing:

@@ -37,7 +37,10 @@ use crate::table::{SHARDS, ShardIn};
 
 pub const MAGIC: &[u8; 8] = b"RTBDSNAP";
 /// The format this build writes and reads.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
+/// The oldest format this build reads: format 2 is format 3 without the
+/// targets' time zones.
+const OLDEST: u32 = 2;
 const HEADER: usize = 32;
 /// Snapshots kept in the folder.
 const KEEP: usize = 2;
@@ -84,11 +87,16 @@ pub struct Globals {
     pub shield: Vec<PairImage>,
 }
 
+/// Each target's time zone when the snapshot was taken: the windows its
+/// counts are in (empty from a format 2 snapshot).
+pub type Zones = Vec<(Sym, Box<str>)>;
+
 /// A snapshot read back.
 pub struct Image {
     pub created_ms: u64,
     pub shards: Vec<ShardIn>,
     pub globals: Globals,
+    pub zones: Zones,
 }
 
 impl Image {
@@ -191,6 +199,15 @@ pub fn encode_into(engine: &Engine, mut sink: impl FnMut(&[u8]) -> io::Result<()
     }
     append(&mut buffer, &export_globals(engine));
     emit(&mut buffer)?;
+    let zones: Zones = engine
+        .routing()
+        .campaigns
+        .iter()
+        .flat_map(|c| &c.targets)
+        .map(|t| (t.id, t.zone.name().into()))
+        .collect();
+    append(&mut buffer, &zones);
+    emit(&mut buffer)?;
     Ok(created_ms)
 }
 
@@ -281,6 +298,15 @@ pub fn restore(engine: &Engine, image: Image) {
     }
     engine.shield().import(g.shield, |name| states.publishers.index(name));
     let routing = engine.routing();
+    // A target whose time zone changed while rtbd was down: its restored
+    // counts are in the old zone's windows (see `Engine::give_back`).
+    for (id, zone) in &image.zones {
+        if let Some((_, target)) = routing.target(*id)
+            && target.zone.name() != zone.as_ref()
+        {
+            engine.zone_changed(&target.state);
+        }
+    }
     for (i, shard_image) in image.shards.into_iter().enumerate() {
         let mut shard = engine.table().lock(i);
         for live in shard.restore(shard_image, now, publisher) {
@@ -411,7 +437,7 @@ pub fn decode(bytes: &[u8]) -> Result<Image, Error> {
     if h.version > VERSION {
         return Err(Error::FutureVersion(h.version));
     }
-    if h.version != VERSION {
+    if h.version < OLDEST {
         return Err(Error::Decode(format!("format {} is not readable by this build", h.version)));
     }
     let payload = &bytes[HEADER..];
@@ -432,11 +458,15 @@ pub fn decode(bytes: &[u8]) -> Result<Image, Error> {
         shards.push(shard);
         rest = tail;
     }
-    let (globals, tail): (Globals, _) = postcard::take_from_bytes(rest).map_err(bad)?;
+    let (globals, mut tail): (Globals, _) = postcard::take_from_bytes(rest).map_err(bad)?;
+    let mut zones = Zones::new();
+    if h.version >= 3 {
+        (zones, tail) = postcard::take_from_bytes(tail).map_err(bad)?;
+    }
     if !tail.is_empty() {
         return Err(Error::Decode(format!("{} bytes after the end", tail.len())));
     }
-    Ok(Image { created_ms: h.created_ms, shards, globals })
+    Ok(Image { created_ms: h.created_ms, shards, globals, zones })
 }
 
 /// Reads and decodes a snapshot file.

@@ -136,7 +136,7 @@ fn damaged(good: &[u8]) -> Vec<(&'static str, Vec<u8>, &'static str)> {
         ("truncated", good[..good.len() - 10].to_vec(), "truncated: the header says"),
         ("flipped byte", flipped, "checksum mismatch: the file is corrupt"),
         ("empty", Vec::new(), "the file is empty"),
-        ("future version", future, "written by a newer rtbd (format 99; this build reads format 2)"),
+        ("future version", future, "written by a newer rtbd (format 99; this build reads format 3)"),
         ("not a snapshot", b"hello, world: not a snapshot at all".to_vec(), "not an rtbd snapshot"),
     ]
 }
@@ -185,7 +185,7 @@ async fn inspect_tells_what_a_snapshot_holds() {
     let (dir, _) = good_snapshot().await;
     let path = snapshot::list(dir.path()).unwrap()[0].clone();
     let report = snapshot::inspect(&path).unwrap();
-    assert!(report.contains("format version: 2"), "{report}");
+    assert!(report.contains("format version: 3"), "{report}");
     assert!(report.contains("taken at:       2024-05-29T16:16:03.246Z"), "{report}");
     assert!(report.contains("checksum:       good"), "{report}");
     assert!(report.contains("live reservations: 1"), "{report}");
@@ -196,4 +196,75 @@ async fn inspect_tells_what_a_snapshot_holds() {
     let report = snapshot::inspect(&path).unwrap_err();
     assert!(report.contains("checksum:       BAD"), "{report}");
     assert!(report.contains("unusable: checksum mismatch"), "{report}");
+}
+
+/// The same snapshot as format 2 wrote it: without the targets' time zones
+/// at the end, its header saying so.
+fn as_format_2(file: &[u8]) -> Vec<u8> {
+    let image = snapshot::decode(file).unwrap();
+    let zones = postcard::to_allocvec(&image.zones).unwrap();
+    let payload = &file[32..file.len() - zones.len()];
+    let mut out = Vec::new();
+    out.extend_from_slice(snapshot::MAGIC);
+    out.extend_from_slice(&2u32.to_le_bytes());
+    out.extend_from_slice(&image.created_ms.to_le_bytes());
+    out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+#[tokio::test]
+async fn a_format_2_snapshot_is_still_restored() {
+    let (dir, uuid) = good_snapshot().await;
+    let path = snapshot::list(dir.path()).unwrap()[0].clone();
+    let file = std::fs::read(&path).unwrap();
+    assert_eq!(snapshot::decode(&file).unwrap().zones.len(), 1, "format 3 keeps the target's zone");
+    let old = as_format_2(&file);
+    assert!(snapshot::decode(&old).unwrap().zones.is_empty());
+    std::fs::write(&path, old).unwrap();
+    let t = start_in(dir.path(), T0 + 1_000).await.unwrap();
+    let (status, record) = t.record(&uuid).await;
+    assert_eq!((status, record["status"].as_str()), (200, Some("reserved")), "{record}");
+}
+
+#[tokio::test]
+async fn a_time_zone_changed_while_down_never_lets_a_cap_pass() {
+    // As `tests/reload.rs` checks for a reload: hourly cap 2, one
+    // reservation counted in UTC's hour, then the target is in India's
+    // zone after a restart. When the first reservation expires, nothing is
+    // taken back from India's hour, which never had its count.
+    let config = |zone: &str| {
+        campaign_config(
+            "",
+            "ttl_secs = 600",
+            ANY_PAYS_ONE,
+            &target("t", &format!("time_zone = \"{zone}\"\ncaps = {{ hourly = 2 }}")),
+        )
+    };
+    let start = |zone: &str, now_ms: u64, dir: &Path| {
+        let (text, dir) = (config(zone), dir.to_path_buf());
+        async move { TestServer::start_with(&text, now_ms, move |o| o.data_dir = Some(dir)).await.unwrap() }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let a = start("UTC", T0, dir.path()).await;
+    reserve_and_confirm(&a, "8005550001").await;
+    a.server.stop().await;
+
+    let b = start("Asia/Kolkata", T0 + 300_000, dir.path()).await;
+    reserve_and_confirm(&b, "8005550002").await;
+    let hourly_filled = || async { b.stats().await["targets"]["t"]["caps"]["hourly"]["filled"].clone() };
+    assert_eq!(hourly_filled().await, 1);
+    b.advance(Duration::from_secs(301));
+    assert_eq!(hourly_filled().await, 1, "the first reservation expired without taking back a count");
+    reserve_and_confirm(&b, "8005550003").await;
+    let (_, body) = b.ping_caller("8005550004").await;
+    assert_eq!(body["status"], "no-target", "the hour is full: {body}");
+}
+
+async fn reserve_and_confirm(t: &TestServer, caller: &str) {
+    let (_, body) = t.ping_caller(caller).await;
+    assert_eq!(body["status"], "reserved", "{body}");
+    let (status, body) = t.confirm(body["uuid"].as_str().unwrap()).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("confirmed")), "{body}");
 }
