@@ -301,6 +301,14 @@ impl Shard {
             let Some((uuid, record)) = self.records.by_seq(seq) else { continue };
             if record.live && !is_live(record, now_ms) {
                 expired.extend(self.take_live(uuid));
+            } else if record.live && record.status.is_reservation() {
+                // Due by the wheel but not by the clock: the clock was set
+                // back, and the wheel's time never goes back. It waits in
+                // the wheel until the clock is past the wheel's time again
+                // (its expiry comes late by the step, its caps held
+                // meanwhile), rather than being handed back every tick.
+                let at = record.expires_ms.max(self.wheel.now() + 1);
+                self.wheel.insert(at, seq);
             }
         }
         self.due = due;
@@ -604,6 +612,26 @@ mod tests {
         want.sort_unstable();
         assert_eq!(got, want);
         assert_eq!(new.live_count(), 0);
+    }
+
+    #[test]
+    fn a_reservation_made_after_the_clock_was_set_back_still_expires() {
+        let mut shard = Shard::new(0);
+        let mut expired = Vec::new();
+        shard.expire(100_000, &mut expired);
+        // The clock goes back 50 s: a new reservation's expiry is behind
+        // the wheel's time.
+        let caller = Phone::from_digits(18_005_550_123).unwrap();
+        let uuid = reserve(&mut shard, caller, 60_000);
+        shard.expire(50_100, &mut expired);
+        assert!(expired.is_empty(), "expired early");
+        assert_eq!(shard.live_count(), 1);
+        for now in [50_200, 60_000, 99_000] {
+            shard.expire(now, &mut expired);
+        }
+        shard.expire(100_001, &mut expired);
+        assert_eq!(expired.iter().map(|l| l.uuid).collect::<Vec<_>>(), [uuid], "never lost");
+        assert_eq!(shard.live_count(), 0);
     }
 
     #[test]

@@ -15,9 +15,16 @@
 const BITS: u32 = 6;
 const SLOTS: usize = 1 << BITS;
 const LEVELS: usize = 6;
-/// The time span the wheel can place exactly; later deadlines are placed at
-/// the edge and re-placed as time nears them.
+/// The time span the wheel covers.
 const SPAN: u64 = 1 << (BITS as u64 * LEVELS as u64);
+/// One slot of the top level.
+const TOP_SLOT: u64 = SPAN >> BITS;
+/// How far ahead a deadline is placed where it falls. Past that, its top
+/// slot could be the current one again, one lap later (differences beyond
+/// the span all land in the top level), and the wheel would hand it back
+/// to itself without end: such a deadline waits at the next top slot
+/// instead, and is placed again from there.
+const REACH: u64 = SPAN - TOP_SLOT;
 
 struct Entry<T> {
     deadline: u64,
@@ -77,7 +84,11 @@ impl<T> Wheel<T> {
     }
 
     fn place(&mut self, entry: Entry<T>) {
-        let at = entry.deadline.min(self.now + SPAN - 1);
+        let at = if entry.deadline - self.now <= REACH {
+            entry.deadline
+        } else {
+            (self.now / TOP_SLOT + 1) * TOP_SLOT
+        };
         let level = level_for(self.now, at);
         let slot = ((at >> (BITS as usize * level)) & (SLOTS as u64 - 1)) as usize;
         let lvl = &mut self.levels[level];
@@ -195,6 +206,30 @@ mod tests {
         }
         wheel.advance(far, &mut due);
         assert_eq!(due.len(), 1);
+    }
+
+    #[test]
+    fn far_deadlines_from_any_start_fire_exactly_and_never_spin() {
+        // Starts not aligned to the span, deadlines just under, at and
+        // past it: a deadline a lap ahead must not land in the current top
+        // slot and be handed back forever.
+        for start in [12_345, SPAN - 7, SPAN / 2 + 3, (SPAN - TOP_SLOT) + 99] {
+            for ahead in [REACH - 1, REACH, REACH + 1, SPAN - 50, SPAN, 3 * SPAN + 12_345] {
+                let mut wheel = Wheel::new(start);
+                let far = start + ahead;
+                wheel.insert(far, ());
+                let mut due = Vec::new();
+                let mut t = start;
+                while t < far - 1 {
+                    t = (t + TOP_SLOT / 3).min(far - 1);
+                    wheel.advance(t, &mut due);
+                    assert!(due.is_empty(), "start {start} ahead {ahead}: fired early at {t}");
+                }
+                wheel.advance(far, &mut due);
+                assert_eq!(due.len(), 1, "start {start} ahead {ahead}");
+                assert!(wheel.is_empty());
+            }
+        }
     }
 
     #[derive(Debug, Clone)]
