@@ -85,6 +85,14 @@ fn unpack(v: u64) -> (u32, u32) {
     ((v >> 32) as u32, v as u32)
 }
 
+/// Of two copies of one counter's raw word taken a moment apart, the one
+/// that errs high: the larger count if both are in one window, else the
+/// later copy (its window is the newer).
+pub fn larger_raw(earlier: u64, later: u64) -> u64 {
+    let ((we, ne), (wl, nl)) = (unpack(earlier), unpack(later));
+    if we == wl { pack(wl, ne.max(nl)) } else { later }
+}
+
 /// One counter that starts from zero in every new window.
 #[derive(Debug, Default)]
 pub struct Windowed(AtomicU64);
@@ -340,6 +348,13 @@ mod tests {
         let earlier = Windows { hour: 9, day: 5, month: 1 };
         assert!(c.try_count(&limits, earlier).is_ok());
         assert_eq!(c.hourly.get(earlier.hour), 1);
+    }
+
+    #[test]
+    fn of_two_copies_the_larger_count_in_one_window_is_kept() {
+        assert_eq!(larger_raw(pack(10, 3), pack(10, 2)), pack(10, 3));
+        assert_eq!(larger_raw(pack(10, 1), pack(10, 2)), pack(10, 2));
+        assert_eq!(larger_raw(pack(10, 5), pack(11, 1)), pack(11, 1), "the window rolled over");
     }
 
     #[test]

@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::caps;
 use crate::engine::Engine;
 use crate::shield::PairImage;
 use crate::status::Status;
@@ -184,6 +185,22 @@ pub fn encode_into(engine: &Engine, mut sink: impl FnMut(&[u8]) -> io::Result<()
     };
     append(&mut buffer, &Preamble { created_ms, shards: SHARDS as u32 });
     emit(&mut buffer)?;
+    // The counters are copied after the shards (see `export_globals`). A
+    // counted reservation that ends in between would be live and counted in
+    // the shard's copy but already given back in the counters', and given
+    // back a second time after a restore: the count would be low and let a
+    // cap pass. So they are copied before the shards too, and each window
+    // keeps the larger count of the two (erring high: fewer calls).
+    let before: ahash::AHashMap<Sym, [u64; 4]> = engine
+        .states()
+        .targets
+        .all()
+        .into_iter()
+        .map(|(id, t)| {
+            let c = &t.counters;
+            (id, [c.hourly.raw(), c.daily.raw(), c.monthly.raw(), c.hard.raw()])
+        })
+        .collect();
     let keep = |r: &crate::records::Record| {
         matches!(
             r.status_at(created_ms),
@@ -197,7 +214,16 @@ pub fn encode_into(engine: &Engine, mut sink: impl FnMut(&[u8]) -> io::Result<()
         }
         emit(&mut buffer)?;
     }
-    append(&mut buffer, &export_globals(engine));
+    let mut globals = export_globals(engine);
+    for t in &mut globals.targets {
+        if let Some(&[hourly, daily, monthly, hard]) = before.get(&t.id) {
+            t.hourly = caps::larger_raw(hourly, t.hourly);
+            t.daily = caps::larger_raw(daily, t.daily);
+            t.monthly = caps::larger_raw(monthly, t.monthly);
+            t.hard = caps::larger_raw(hard, t.hard);
+        }
+    }
+    append(&mut buffer, &globals);
     emit(&mut buffer)?;
     let zones: Zones = engine
         .routing()
@@ -320,8 +346,7 @@ pub fn restore(engine: &Engine, image: Image) {
 /// reservations and calls. The counters were copied after the shards, so
 /// what happened in between is in one and not the other: for what is live
 /// now, the restored table is the truth. (The hourly to hard counts keep
-/// the copied values; what happened during the copy may be off by the
-/// pings of that half second, until the window rolls over.)
+/// the copied values, taken to err high: see `encode_into`.)
 fn recount_live(engine: &Engine) {
     let mut live: ahash::AHashMap<Sym, (u32, u32)> = ahash::AHashMap::new();
     for shard in engine.table().shards() {
