@@ -110,6 +110,11 @@ impl Gcra {
 fn next_arrival(tat: u64, now_us: u64, rate: u32, burst: u64) -> Result<u64, u64> {
     let interval = 1_000_000 / u64::from(rate.max(1));
     let tolerance = interval * burst;
+    // Admitting never puts the arrival time further ahead than the burst;
+    // one further ahead comes from a clock since set back (or a snapshot
+    // taken before that), and would hold the publisher off for the whole
+    // step. What was sent before the step cannot be told: start afresh.
+    let tat = if tat > now_us + tolerance { now_us } else { tat };
     let next = tat.max(now_us) + interval;
     if next - now_us > tolerance { Err(next - now_us - tolerance) } else { Ok(next) }
 }
@@ -386,6 +391,19 @@ mod tests {
             assert_eq!(g.admit(later, 10, 5), Ok(()));
         }
         assert!(g.admit(later, 10, 5).is_err());
+    }
+
+    #[test]
+    fn a_clock_set_back_does_not_hold_a_publisher_off() {
+        let g = Gcra::default();
+        let start = 100_000_000;
+        while g.admit(start, 10, 5).is_ok() {}
+        // A minute earlier: the limiter starts afresh, a whole burst.
+        let back = start - 60_000_000;
+        for i in 0..5 {
+            assert_eq!(g.admit(back, 10, 5), Ok(()), "burst ping {i}");
+        }
+        assert_eq!(g.admit(back, 10, 5), Err(100_000));
     }
 
     proptest! {

@@ -403,13 +403,24 @@ pub fn write(engine: &Engine, dir: &Path) -> io::Result<Written> {
     file.write_all(&header)?;
     file.sync_all()?;
     drop(file);
-    let path = dir.join(file_name(created_ms));
+    // Named after the time it was taken, but always after the newest one
+    // there: with the clock set back, a new snapshot must still be the
+    // newest (the one restored, and not the one pruned).
+    let newest = list(dir)?.first().and_then(|p| name_ms(p));
+    let name = newest.map_or(created_ms, |n| created_ms.max(n + 1));
+    let path = dir.join(file_name(name));
     fs::rename(&tmp, &path)?;
     File::open(dir)?.sync_all()?;
     for old in list(dir)?.into_iter().skip(KEEP) {
         let _ = fs::remove_file(old);
     }
     Ok(Written { path, bytes: HEADER as u64 + length, duration: started.elapsed() })
+}
+
+/// The time in a snapshot file's name.
+fn name_ms(path: &Path) -> Option<u64> {
+    let name = path.file_name()?.to_str()?;
+    name.strip_prefix(PREFIX)?.strip_suffix(SUFFIX)?.parse().ok()
 }
 
 /// Snapshot files in `dir`, newest first.

@@ -268,3 +268,24 @@ async fn reserve_and_confirm(t: &TestServer, caller: &str) {
     let (status, body) = t.confirm(body["uuid"].as_str().unwrap()).await;
     assert_eq!((status, body["status"].as_str()), (200, Some("confirmed")), "{body}");
 }
+
+#[tokio::test]
+async fn with_the_clock_set_back_the_last_snapshot_is_still_the_newest() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = start_in(dir.path(), T0 + 60_000).await.unwrap();
+    let (_, one) = a.ping_caller("8005550001").await;
+    assert_eq!(one["status"], "reserved", "{one}");
+    a.server.stop().await;
+    // Restarted with the clock a minute earlier.
+    let b = start_in(dir.path(), T0).await.unwrap();
+    let (_, two) = b.ping_caller("8005550002").await;
+    assert_eq!(two["status"], "reserved", "{two}");
+    b.server.stop().await;
+    let files = snapshot::list(dir.path()).unwrap();
+    assert_eq!(files.len(), 2);
+    let c = start_in(dir.path(), T0 + 1_000).await.unwrap();
+    for uuid in [&one["uuid"], &two["uuid"]] {
+        let (status, record) = c.record(uuid.as_str().unwrap()).await;
+        assert_eq!(status, 200, "the last snapshot, with both, was restored: {record}");
+    }
+}
