@@ -112,6 +112,13 @@ impl Default for Publishers {
 }
 
 impl Publishers {
+    /// The index of a publisher named in a snapshot: the name written for
+    /// the publishers past the bound means them (index 0), not a new
+    /// publisher of that name.
+    pub fn restored_index(&self, name: &str) -> u32 {
+        if name == OTHER_PUBLISHERS { 0 } else { self.index(name) }
+    }
+
     /// The index of `id`, registering it if new.
     #[inline]
     pub fn index(&self, id: &str) -> u32 {
@@ -171,6 +178,15 @@ pub struct States {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_publishers_past_the_bound_are_restored_as_themselves() {
+        let publishers = Publishers::default();
+        assert_eq!(publishers.restored_index(OTHER_PUBLISHERS), 0);
+        assert_eq!(publishers.all().len(), 1, "no publisher named {OTHER_PUBLISHERS:?} was made up");
+        assert_eq!(publishers.restored_index("acme"), publishers.index("acme"));
+        assert_ne!(publishers.index("acme"), 0);
+    }
     use crate::stats::Field;
 
     #[test]
