@@ -289,10 +289,16 @@ impl Engine {
         }
         routing.version = current.version + 1;
         routing.loaded_at_ms = self.clock.now_ms();
-        if routing.server.listen != current.server.listen
-            || routing.server.data_dir != current.server.data_dir
+        let (new, old) = (&routing.server, &current.server);
+        if new.listen != old.listen
+            || new.data_dir != old.data_dir
+            || new.max_connections != old.max_connections
+            || new.header_read_timeout_ms != old.header_read_timeout_ms
         {
-            tracing::warn!("server.listen and server.data_dir take effect at the next start, not on reload");
+            tracing::warn!(
+                "server.listen, server.data_dir, server.max_connections and server.header_read_timeout_ms \
+                 take effect at the next start, not on reload"
+            );
         }
         let routing = Arc::new(routing);
         self.routing.store(routing.clone());

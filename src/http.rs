@@ -210,6 +210,18 @@ async fn finish(engine: &Arc<Engine>, handled: Handled) -> Response<Body> {
     match handled {
         Handled::Response(response) => response,
         Handled::Auction(auction, started) => settle(engine, auction, started).await,
+        Handled::Reload => {
+            let reloader = engine.clone();
+            match tokio::task::spawn_blocking(move || reloader.reload()).await {
+                Ok(Ok(_)) => reply::value(200, &engine.config_status()),
+                Ok(Err(error)) => {
+                    let mut status = engine.config_status();
+                    status["error"] = serde_json::Value::from(error);
+                    reply::value(422, &status)
+                }
+                Err(_) => internal_error(),
+            }
+        }
         Handled::Snapshot => {
             let writer = engine.clone();
             match tokio::task::spawn_blocking(move || writer.snapshot()).await {
@@ -287,6 +299,9 @@ pub enum Handled {
     Auction(Box<Auction>, Instant),
     /// Write a snapshot (blocking work, off the request threads).
     Snapshot,
+    /// Reload the config file (reading and checking a large file is
+    /// blocking work too).
+    Reload,
 }
 
 /// Answers one request. A panic below here is a bug; it answers 500 and the
@@ -355,16 +370,10 @@ fn dispatch(engine: &Engine, parts: &hyper::http::request::Parts, body: &[u8]) -
             _ => return Handled::Response(not_allowed("GET")),
         },
         ("/admin", Some("reload")) => match *method {
-            Method::POST => {
-                authorized(engine, &parts.headers, Token::Admin).map(|()| match engine.reload() {
-                    Ok(_) => reply::value(200, &engine.config_status()),
-                    Err(error) => {
-                        let mut status = engine.config_status();
-                        status["error"] = serde_json::Value::from(error);
-                        reply::value(422, &status)
-                    }
-                })
-            }
+            Method::POST => match authorized(engine, &parts.headers, Token::Admin) {
+                Ok(()) => return Handled::Reload,
+                Err(r) => Err(r),
+            },
             _ => return Handled::Response(not_allowed("POST")),
         },
         ("/admin", Some("snapshot")) => match *method {

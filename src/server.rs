@@ -147,16 +147,18 @@ impl Server {
     }
 }
 
-/// Writes a snapshot every `snapshot_interval_secs` (read again each time,
-/// so a reload can change it).
+/// Writes a snapshot every `snapshot_interval_secs`. The setting is looked
+/// at every second, so a reload that changes it applies at once (a day's
+/// interval cut to five seconds does not wait out the day).
 async fn snapshots(engine: Arc<Engine>, stopped: watch::Receiver<bool>) {
     let mut stop = std::pin::pin!(wait(stopped));
+    let mut last = tokio::time::Instant::now();
     loop {
-        let secs = engine.routing().server.snapshot_interval_secs;
-        let pause = Duration::from_secs(if secs == 0 { 1 } else { secs });
         tokio::select! {
-            () = tokio::time::sleep(pause) => {
-                if secs > 0 {
+            () = tokio::time::sleep(Duration::from_secs(1)) => {
+                let secs = engine.routing().server.snapshot_interval_secs;
+                if secs > 0 && last.elapsed() >= Duration::from_secs(secs) {
+                    last = tokio::time::Instant::now();
                     let engine = engine.clone();
                     let _ = tokio::task::spawn_blocking(move || engine.snapshot()).await;
                 }
