@@ -323,6 +323,11 @@ pub struct Records {
     /// What [`Records::evict`] learned about the front record when it last
     /// stopped there, so the next ping need not read it again.
     front: Option<Front>,
+    /// Survivors no longer pinned, oldest first, as last listed: they go
+    /// before any record of the ring (see [`Records::drop_oldest_survivor`]).
+    unpinned: VecDeque<u64>,
+    /// When `unpinned` was last listed.
+    listed_ms: Option<u64>,
 }
 
 /// Why the front record of the ring stays, as far as time alone goes.
@@ -415,6 +420,9 @@ impl Records {
     /// it may go now.
     pub fn evict(&mut self, now_ms: u64, retention_ms: u64, max: usize) {
         self.bound = max;
+        // Survivors are older than the whole ring (restored ones, or once
+        // at its front), so over the bound they go first.
+        while self.len() > max && !self.survivors.is_empty() && self.drop_oldest_survivor(now_ms) {}
         if let Some(front) = self.front.filter(|f| f.seq == self.base) {
             let due = self.len() > max || front.created_ms.saturating_add(retention_ms) <= now_ms;
             if !due || front.live_until_ms.is_some_and(|until| now_ms < until) {
@@ -466,6 +474,36 @@ impl Records {
     /// Drops survivors that have ended, when past retention or over `max`.
     /// Survivors are few, except after a restore: they are swept at most
     /// once a second.
+    /// Drops the oldest survivor no longer pinned, if there is one. The
+    /// survivors are listed oldest first at most once a second, so a ping
+    /// pays O(1) on average.
+    fn drop_oldest_survivor(&mut self, now_ms: u64) -> bool {
+        loop {
+            let Some(seq) = self.unpinned.pop_front() else {
+                if self.listed_ms.is_some_and(|at| now_ms < at + 1_000) {
+                    return false;
+                }
+                self.listed_ms = Some(now_ms);
+                let mut seqs: Vec<u64> = self
+                    .survivors
+                    .iter()
+                    .filter(|(_, (_, r))| !r.is_pinned(now_ms))
+                    .map(|(&s, _)| s)
+                    .collect();
+                if seqs.is_empty() {
+                    return false;
+                }
+                seqs.sort_unstable();
+                self.unpinned = seqs.into();
+                continue;
+            };
+            if self.survivors.get(&seq).is_some_and(|(_, r)| !r.is_pinned(now_ms)) {
+                self.survivors.remove(&seq);
+                return true;
+            }
+        }
+    }
+
     pub fn evict_survivors(&mut self, now_ms: u64, retention_ms: u64, max: usize) {
         if self.survivors.is_empty() || now_ms < self.swept_ms + 1_000 {
             return;
@@ -546,6 +584,31 @@ mod tests {
         assert!(!store.is_empty());
         store.evict_survivors(3_000, 1_000, 10);
         assert!(store.is_empty());
+    }
+
+    #[test]
+    fn over_the_bound_restored_records_go_before_new_ones() {
+        let mut store = Records::default();
+        // Restored records: older sequence numbers, with gaps (as a
+        // snapshot leaves them); all ended but one, still live.
+        for seq in [100, 102, 104] {
+            store.insert(ids::new_uuid(0, seq), record(5, Status::NoTarget));
+        }
+        let restored_live = ids::new_uuid(0, 103);
+        store.insert(restored_live, record(5, Status::Reserved));
+        store.resume_after(104);
+        let new = add(&mut store, 50, Status::NoTarget);
+        let newer = add(&mut store, 60, Status::NoTarget);
+        let newest = add(&mut store, 70, Status::NoTarget);
+        store.evict(80, 1_000_000, 4);
+        assert_eq!(store.len(), 4);
+        for uuid in [new, newer, newest] {
+            assert!(store.get(uuid).is_some(), "new records stay");
+        }
+        for seq in [100, 102, 104] {
+            assert!(store.get(ids::new_uuid(0, seq)).is_none(), "restored {seq} went first");
+        }
+        assert!(store.get(restored_live).is_some(), "a live one is never dropped");
     }
 
     #[test]
