@@ -238,18 +238,22 @@ async fn confirming_by_uuid_needs_only_the_key() {
     assert_eq!(body["info"], "FAILED must include caller_number (string)");
 }
 
+/// The basic config with its key's TTL at 10 s, and a second key of the
+/// campaign, `long-key`, with a TTL of `long_ttl_secs`: one caller can hold
+/// a reservation on each, on the same tracking number.
+fn two_keys(long_ttl_secs: u32) -> String {
+    basic_config().replace(
+        &format!("key = \"{KEY}\""),
+        &format!("key = \"{KEY}\"\nttl_secs = 10\n\n[[campaigns.rtb_keys]]\nkey = \"long-key\"\nttl_secs = {long_ttl_secs}"),
+    )
+}
+
 #[tokio::test]
 async fn a_call_takes_the_live_reservation_not_one_past_its_time() {
     // Two keys of one campaign, the same tracking number: the caller holds
     // a reservation on each. The one past its time (not yet ticked) must not
     // hide the live one.
-    let config = basic_config().replace(
-        &format!("key = \"{KEY}\""),
-        &format!(
-            "key = \"{KEY}\"\nttl_secs = 10\n\n[[campaigns.rtb_keys]]\nkey = \"long-key\"\nttl_secs = 60"
-        ),
-    );
-    let t = TestServer::start(&config).await;
+    let t = TestServer::start(&two_keys(60)).await;
     let (_, short) = t.ping_caller(&enc(CALLER)).await;
     let (_, long) = t.ping(&format!("key=long-key&publisher_id=p&caller_number={}", enc(CALLER))).await;
     assert_ne!(short["uuid"], long["uuid"]);
@@ -264,13 +268,7 @@ async fn a_call_takes_the_newest_of_two_live_reservations() {
     // The same caller on two keys of one campaign: the older reservation
     // (long TTL) outlives the newer one (short TTL), and the call is for
     // the newer, the publisher that pinged last.
-    let config = basic_config().replace(
-        &format!("key = \"{KEY}\""),
-        &format!(
-            "key = \"{KEY}\"\nttl_secs = 10\n\n[[campaigns.rtb_keys]]\nkey = \"long-key\"\nttl_secs = 600"
-        ),
-    );
-    let t = TestServer::start(&config).await;
+    let t = TestServer::start(&two_keys(600)).await;
     let (_, long) = t.ping(&format!("key=long-key&publisher_id=p&caller_number={}", enc(CALLER))).await;
     assert_eq!(long["status"], "reserved", "{long}");
     t.clock.advance(std::time::Duration::from_secs(2));
