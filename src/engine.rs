@@ -126,8 +126,18 @@ impl Auction {
     }
 }
 
-/// After a target's time zone changes on reload, how long requests still
-/// running on the old config are taken to count in the old zone.
+/// Which earlier reservations the Ping Shield of `key` echoes (and so
+/// which the key may confirm).
+fn dedupe_scope(campaign: &Campaign, key: &Key) -> Scope {
+    match key.shield.dedupe_scope {
+        DedupeScope::Key => Scope::Key(key.id),
+        DedupeScope::Campaign => Scope::Campaign(campaign.id),
+    }
+}
+
+/// After a target's time zone changes (on reload, or in the file while
+/// rtbd was down), how long requests still running on the old config are
+/// taken to count in the old zone.
 const ZONE_CHANGE_MARGIN_MS: u64 = 60_000;
 
 /// Clears a ping's in-flight mark when dropped while still armed.
@@ -460,10 +470,7 @@ impl Engine {
         // Ping Shield, part 2: a live reservation for this caller is echoed,
         // and the buyers are not asked again; a ping still waiting on buyers
         // is already being processed.
-        let scope = match shield.dedupe_scope {
-            DedupeScope::Key => Scope::Key(rtb_key.id),
-            DedupeScope::Campaign => Scope::Campaign(campaign.id),
-        };
+        let scope = dedupe_scope(campaign, rtb_key);
         if let Some(live) = shard.find_live(caller, scope, now) {
             return Ok(Pinged::Done(match live.status {
                 Status::Processing => {
@@ -720,10 +727,7 @@ impl Engine {
         // A key confirms what its Ping Shield echoes: its own reservations,
         // or with `dedupe_scope = "campaign"` those of any key of its
         // campaign (a publisher echoed a reservation can confirm it).
-        let scope = match rtb_key.shield.dedupe_scope {
-            DedupeScope::Key => Scope::Key(rtb_key.id),
-            DedupeScope::Campaign => Scope::Campaign(campaign.id),
-        };
+        let scope = dedupe_scope(campaign, rtb_key);
         let (mut shard, uuid) = match which {
             Confirming::Uuid(uuid) => (self.table.lock(Table::shard_of_uuid(uuid)), uuid),
             Confirming::Caller(caller) => {

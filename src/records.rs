@@ -471,9 +471,6 @@ impl Records {
         in_ring.into_iter().chain(survivor).max_by_key(|(_, created)| *created).map(|(uuid, _)| uuid)
     }
 
-    /// Drops survivors that have ended, when past retention or over `max`.
-    /// Survivors are few, except after a restore: they are swept at most
-    /// once a second.
     /// Drops the oldest survivor no longer pinned, if there is one. The
     /// survivors are listed oldest first at most once a second, so a ping
     /// pays O(1) on average.
@@ -504,6 +501,9 @@ impl Records {
         }
     }
 
+    /// Drops survivors that have ended, when past retention or over `max`.
+    /// Survivors are few, except after a restore: they are swept at most
+    /// once a second.
     pub fn evict_survivors(&mut self, now_ms: u64, retention_ms: u64, max: usize) {
         if self.survivors.is_empty() || now_ms < self.swept_ms + 1_000 {
             return;

@@ -178,6 +178,7 @@ pub struct States {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stats::Field;
 
     #[test]
     fn the_publishers_past_the_bound_are_restored_as_themselves() {
@@ -187,7 +188,6 @@ mod tests {
         assert_eq!(publishers.restored_index("acme"), publishers.index("acme"));
         assert_ne!(publishers.index("acme"), 0);
     }
-    use crate::stats::Field;
 
     #[test]
     fn registries_keep_state_by_name() {

@@ -106,7 +106,6 @@ trap 'kill $RTBD $BARE 2>/dev/null || true; wait 2>/dev/null || true' EXIT
 await_server "$RTBD_ADDR"
 await_server "$BARE_ADDR"
 
-
 describe
 # Warm up. rtbd runs for a reservation TTL (15 s) first, so its table is at
 # its steady size (a TTL's worth of live reservations, records evicting as
