@@ -7,12 +7,17 @@
 //! criterion benches (a small working set) do not show. What it measures is
 //! the engine's own cost per ping, without sockets, hyper or a scheduler.
 //!
-//! Run: `cargo bench --bench steady` (needs about 1 GiB of memory).
+//! Run: `cargo bench --bench steady` (needs about 1 GiB of memory), or
+//! `STEADY_THREADS=2 cargo bench --bench steady` for two threads pinging at
+//! once, one of them keeping the clock and running the tick.
 //!
-//! Last results (2026-11-30, 2-core VM): 2.2 to 2.4 µs per ping (2.22,
-//! 2.30, 2.33, 2.41), request building (0.14 µs) included. In three paired
-//! runs against the code before a ping's flow stayed inline: 2.47 → 2.33,
-//! 2.70 → 2.41, 2.58 → 2.30 µs.
+//! Last results (2026-11-30, 2-core VM): 1.9 to 2.05 µs per ping, request
+//! building (0.14 µs) included. In three paired runs (the two builds at the
+//! same time, one per core) against the code before plain form pairs were
+//! borrowed in one pass: 2.09 → 1.91, 2.12 → 2.05, 2.11 → 2.04 µs. Two
+//! threads: 2.40 µs (the thread that also runs the tick) and 1.93 µs, with
+//! 1.95 µs for one thread in the same session: sharing the engine between
+//! two cores adds about 0.2 µs per ping.
 
 use std::time::{Duration, Instant};
 
@@ -30,49 +35,73 @@ const RATE_PER_MS: u64 = 110;
 const WARM_UP: u64 = 20 * 1_000 * RATE_PER_MS;
 const MEASURED: u64 = 2_000_000;
 
+/// Sends `pings` pings for callers after `first`. The thread that keeps
+/// the clock moves it 1 ms per `per_ms` of its pings and runs the expiry
+/// tick every 10 ms, as the server does.
+fn pings(engine: &Engine, clock: Option<&ManualClock>, first: u64, pings: u64, per_ms: u64) -> Duration {
+    let started = Instant::now();
+    for i in 0..pings {
+        if let Some(clock) = clock
+            && i % per_ms == 0
+        {
+            clock.advance(Duration::from_millis(1));
+            if clock.now_ms() % 10 == 0 {
+                engine.tick();
+            }
+        }
+        let caller = first + i;
+        let uri = format!(
+            "/rtbs.json?key=bench-key&publisher_id=pub1&caller_number=%2B1{caller}&caller_zip=10001&caller_state=NY"
+        );
+        let Ok(request) = Request::post(uri).body(()) else { continue };
+        let (parts, _) = request.into_parts();
+        let handled = http::respond(engine, &parts, &[]);
+        assert!(matches!(handled, http::Handled::Response(r) if r.status() == 200));
+    }
+    started.elapsed()
+}
+
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
+    // STEADY_THREADS=2 measures two threads pinging one engine at once
+    // (the server's two workers): what the two cores' sharing of locks and
+    // counters adds to a ping.
+    let threads: u64 = std::env::var("STEADY_THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or(1).max(1);
     let text = std::fs::read_to_string("benches/load/rtbd.toml").expect("benches/load/rtbd.toml");
     let routing = config::parse_with_env(&text, "benches/load/rtbd.toml", |_| None).expect("config");
     let clock = ManualClock::new(1_716_999_363_246);
     let engine = Engine::new(routing, clock.clock());
-    let mut caller = 2_000_000_000u64;
-    let mut run = |pings: u64| -> Duration {
-        let started = Instant::now();
-        for i in 0..pings {
-            if i % RATE_PER_MS == 0 {
-                clock.advance(Duration::from_millis(1));
-                if clock.now_ms() % 10 == 0 {
-                    engine.tick();
-                }
-            }
-            caller += 1;
-            let uri = format!(
-                "/rtbs.json?key=bench-key&publisher_id=pub1&caller_number=%2B1{caller}&caller_zip=10001&caller_state=NY"
-            );
-            let Ok(request) = Request::post(uri).body(()) else { continue };
-            let (parts, _) = request.into_parts();
-            let handled = http::respond(&engine, &parts, &[]);
-            assert!(matches!(handled, http::Handled::Response(r) if r.status() == 200));
-        }
-        started.elapsed()
-    };
-    let warm = run(WARM_UP);
+    let first = 2_000_000_000u64;
+
+    let warm = pings(&engine, Some(&clock), first, WARM_UP, RATE_PER_MS);
     println!("warm-up: {WARM_UP} pings in {:.2} s", warm.as_secs_f64());
-    let measured = run(MEASURED);
+    // The same rate in all: each thread sends its share.
+    let per_ms = (RATE_PER_MS / threads).max(1);
+    let times: Vec<Duration> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let (engine, clock) = (&engine, (t == 0).then_some(&clock));
+                let from = first + WARM_UP + t * 1_000_000_000;
+                scope.spawn(move || pings(engine, clock, from, MEASURED, per_ms))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("pinging thread")).collect()
+    });
     let live: usize = engine.table().shards().map(|s| s.lock().live_count()).sum();
+    let per_ping = |d: &Duration| d.as_nanos() as f64 / MEASURED as f64;
+    let each: Vec<String> = times.iter().map(|d| format!("{:.0}", per_ping(d))).collect();
     println!(
-        "steady state ({live} live reservations): {MEASURED} pings, {:.0} ns per ping (request building included)",
-        measured.as_nanos() as f64 / MEASURED as f64
+        "steady state ({live} live reservations, {threads} thread(s)): {MEASURED} pings per thread, {} ns per ping (request building included)",
+        each.join(" and ")
     );
     // The request building alone, to subtract.
     let started = Instant::now();
     for i in 0..MEASURED {
         let uri = format!(
             "/rtbs.json?key=bench-key&publisher_id=pub1&caller_number=%2B1{}&caller_zip=10001&caller_state=NY",
-            caller + i
+            first + i
         );
         let Ok(request) = Request::post(uri).body(()) else { continue };
         std::hint::black_box(request.into_parts());

@@ -30,7 +30,10 @@ pub const RESERVED: [&str; 7] =
 pub const RTBD_TAGS: &str = "retreaver_rtb_";
 
 fn is_reserved(name: &str) -> bool {
-    RESERVED.contains(&name)
+    matches!(
+        name,
+        "key" | "publisher_id" | "source_id" | "caller_number" | "inbound_number" | "status" | "uuid"
+    )
 }
 
 /// The merged parameters of one request. Later sources win: the body over
@@ -109,6 +112,11 @@ impl<'a> Params<'a> {
         if !valid {
             check_name(&name)?;
         }
+        self.insert(name, value)
+    }
+
+    /// Adds a parameter whose name is valid and lower case.
+    fn insert(&mut self, name: Cow<'a, str>, value: Cow<'a, str>) -> Result<(), Rejection> {
         if name.starts_with(RTBD_TAGS) {
             // rtbd writes these itself (a buyer's bid and timer): a
             // publisher's own would price calls as it pleases.
@@ -132,25 +140,58 @@ impl<'a> Params<'a> {
     }
 
     fn add_urlencoded(&mut self, input: &'a [u8], source: Source) -> Result<(), Rejection> {
-        for pair in input.split(|&b| b == b'&') {
-            if pair.is_empty() {
-                continue;
+        // Checked as UTF-8 once, so that plain pairs are cut from it as they
+        // are (at `&` and `=`, always character boundaries).
+        let text = std::str::from_utf8(input).ok();
+        let mut pos = 0;
+        while pos < input.len() {
+            // One pass over the pair finds its end and its `=`, and sorts
+            // its bytes: a pair of plain ASCII with a lower-case name (nearly
+            // every one) is borrowed as it is, with nothing to decode or
+            // check again.
+            let start = pos;
+            let mut equals = None;
+            let (mut name_all, mut value_class) = (NAME, 0u8);
+            while let Some(&b) = input.get(pos).filter(|&&b| b != b'&') {
+                let class = CLASS[b as usize];
+                if equals.is_some() {
+                    value_class |= class;
+                } else if b == b'=' {
+                    equals = Some(pos);
+                } else {
+                    name_all &= class;
+                }
+                pos += 1;
             }
-            let (raw_name, raw_value) = match pair.iter().position(|&b| b == b'=') {
-                Some(i) => (&pair[..i], &pair[i + 1..]),
+            let (pair_end, pair) = (pos, &input[start..pos]);
+            pos += 1;
+            let (raw_name, raw_value) = match equals {
+                Some(i) => (&input[start..i], &input[i + 1..pair_end]),
                 None => (pair, &pair[pair.len()..]),
             };
-            let name = percent_decode(raw_name, source, None)?;
-            if name.is_empty() {
-                return Err(Rejection::bad_request(format!(
-                    "a parameter in the {} has no name",
-                    source.noun()
-                )));
+            let plain = name_all & NAME != 0
+                && value_class & SPECIAL == 0
+                && !raw_name.is_empty()
+                && raw_name.len() <= MAX_NAME_LEN;
+            if let (true, Some(text)) = (plain, text) {
+                let name = &text[start..start + raw_name.len()];
+                let value = &text[pair_end - raw_value.len()..pair_end];
+                self.insert(Cow::Borrowed(name), Cow::Borrowed(value))?;
+            } else if !pair.is_empty() {
+                self.add_pair(raw_name, raw_value, source)?;
             }
-            let value = percent_decode(raw_value, source, Some(&name))?;
-            self.set(name, value)?;
         }
         Ok(())
+    }
+
+    /// Adds one form pair the careful way: decoded, checked, lower-cased.
+    fn add_pair(&mut self, raw_name: &'a [u8], raw_value: &'a [u8], source: Source) -> Result<(), Rejection> {
+        let name = percent_decode(raw_name, source, None)?;
+        if name.is_empty() {
+            return Err(Rejection::bad_request(format!("a parameter in the {} has no name", source.noun())));
+        }
+        let value = percent_decode(raw_value, source, Some(&name))?;
+        self.set(name, value)
     }
 
     fn add_json(&mut self, input: &'a [u8]) -> Result<(), Rejection> {
@@ -202,9 +243,32 @@ impl Source {
 }
 
 /// A byte a (lower-cased) parameter name may hold.
-fn name_byte(b: u8) -> bool {
+const fn name_byte(b: u8) -> bool {
     b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-' | b'.')
 }
+
+/// Byte classes for the one pass over a form pair: a byte a name may hold,
+/// or a byte that needs the careful path (`%` and `+` to decode, control
+/// characters to refuse, non-ASCII to check as UTF-8). A name with any
+/// other byte (upper case included) takes the careful path too.
+const NAME: u8 = 1;
+const SPECIAL: u8 = 2;
+static CLASS: [u8; 256] = {
+    let mut class = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let byte = b as u8;
+        class[b] = if name_byte(byte) {
+            NAME
+        } else if byte == b'%' || byte == b'+' || byte < 0x20 || byte >= 0x7f {
+            SPECIAL
+        } else {
+            0
+        };
+        b += 1;
+    }
+    class
+};
 
 /// Checks a (lower-cased) parameter name.
 pub fn check_name(name: &str) -> Result<(), Rejection> {
@@ -499,6 +563,8 @@ impl<'a> JsonReader<'a> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     fn parse(query: &str, body: &str) -> Result<Vec<(String, String)>, String> {
@@ -585,5 +651,54 @@ mod tests {
         assert!(e.info.contains("not valid UTF-8"));
         let e = Params::parse(None, b"{\"a\":\"\xff\"}").unwrap_err();
         assert!(e.info.contains("not valid UTF-8"));
+    }
+
+    #[test]
+    fn the_reserved_names_are_the_ones_listed() {
+        for name in RESERVED {
+            assert!(is_reserved(name), "{name}");
+        }
+        for name in ["keys", "ke", "uuid_", "publisher", "caller_zip", ""] {
+            assert!(!is_reserved(name), "{name}");
+        }
+    }
+
+    /// The query string taken pair by pair the careful way only.
+    fn careful(input: &str) -> Result<Vec<(String, String)>, String> {
+        let mut params = Params::default();
+        for pair in input.as_bytes().split(|&b| b == b'&').filter(|p| !p.is_empty()) {
+            let (name, value) = match pair.iter().position(|&b| b == b'=') {
+                Some(i) => (&pair[..i], &pair[i + 1..]),
+                None => (pair, &pair[pair.len()..]),
+            };
+            params.add_pair(name, value, Source::Query).map_err(|r| r.info.into_owned())?;
+        }
+        Ok(params.fields.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect())
+    }
+
+    proptest! {
+        /// The one-pass shortcut for plain pairs gives what the careful
+        /// path gives, errors included.
+        #[test]
+        fn plain_pairs_parse_as_the_careful_path_does(
+            input in proptest::collection::vec(
+                prop_oneof![
+                    Just("&"), Just("="), Just("%"), Just("+"), Just("%2B"), Just("%zz"), Just("A"),
+                    Just("a"), Just("z"), Just("0"), Just("_"), Just("-"), Just("."), Just(" "),
+                    Just("\u{1}"), Just("\u{7f}"), Just("é"), Just("key"), Just("retreaver_rtb_"),
+                    Just("caller_number"), Just(":"), Just("~"),
+                ],
+                0..40,
+            ).prop_map(|parts| parts.concat())
+        ) {
+            prop_assert_eq!(parse(&input, ""), careful(&input));
+        }
+    }
+
+    #[test]
+    fn a_long_plain_name_is_refused() {
+        let name = "a".repeat(MAX_NAME_LEN + 1);
+        assert!(parse(&format!("{name}=1"), "").unwrap_err().contains("bad tag name"));
+        assert!(parse(&format!("{}=1", &name[1..]), "").is_ok());
     }
 }
