@@ -195,7 +195,7 @@ impl<'a> Params<'a> {
     }
 
     fn add_json(&mut self, input: &'a [u8]) -> Result<(), Rejection> {
-        let mut reader = JsonReader { input, pos: 0 };
+        let mut reader = JsonReader { input, text: std::str::from_utf8(input).ok(), pos: 0 };
         reader.skip_ws();
         reader.expect(b'{')?;
         reader.skip_ws();
@@ -386,6 +386,9 @@ fn hex(b: u8) -> Option<u8> {
 /// A reader for one flat JSON object.
 struct JsonReader<'a> {
     input: &'a [u8],
+    /// The input, if it is all valid UTF-8 (checked once); strings are cut
+    /// from it at their quotes, always character boundaries.
+    text: Option<&'a str>,
     pos: usize,
 }
 
@@ -488,20 +491,30 @@ impl<'a> JsonReader<'a> {
         }
         self.pos += 1;
         let start = self.pos;
-        // Fast scan: most strings have no escapes.
+        // Fast scan: most strings have no escapes and no control
+        // characters, and are cut from the body, checked as UTF-8 once.
+        let mut controls = false;
         while let Some(b) = self.peek() {
             match b {
                 b'"' => {
-                    let raw = &self.input[start..self.pos];
+                    let end = self.pos;
                     self.pos += 1;
-                    let text = std::str::from_utf8(raw).map_err(|_| {
-                        Rejection::bad_request(format!("{} is not valid UTF-8", describe(field)))
-                    })?;
-                    check_controls(text, field)?;
+                    let text = match self.text {
+                        Some(body) => &body[start..end],
+                        None => std::str::from_utf8(&self.input[start..end]).map_err(|_| {
+                            Rejection::bad_request(format!("{} is not valid UTF-8", describe(field)))
+                        })?,
+                    };
+                    if controls {
+                        check_controls(text, field)?;
+                    }
                     return Ok(Cow::Borrowed(text));
                 }
                 b'\\' => break,
-                _ => self.pos += 1,
+                _ => {
+                    controls |= b < 0x20 || b == 0x7f;
+                    self.pos += 1;
+                }
             }
         }
         let mut out: Vec<u8> = self.input[start..self.pos].to_vec();
