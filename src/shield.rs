@@ -96,6 +96,16 @@ impl Gcra {
     pub fn admit(&self, now_us: u64, rate: u32, burst: u64) -> Result<(), u64> {
         let mut tat = self.0.load(Ordering::Acquire);
         loop {
+            let base = rebase(tat, now_us, rate, burst);
+            if base != tat {
+                // Kept even if this ping is turned away: else every ping
+                // would be measured against the far-ahead time again.
+                match self.0.compare_exchange_weak(tat, base, Ordering::AcqRel, Ordering::Acquire) {
+                    Ok(_) => tat = base,
+                    Err(seen) => tat = seen,
+                }
+                continue;
+            }
             let next = next_arrival(tat, now_us, rate, burst)?;
             match self.0.compare_exchange_weak(tat, next, Ordering::AcqRel, Ordering::Acquire) {
                 Ok(_) => return Ok(()),
@@ -105,16 +115,34 @@ impl Gcra {
     }
 }
 
+/// How far ahead of the burst an arrival time may be before it is taken for
+/// a clock set back rather than pings whose clock reads arrived out of order.
+const CLOCK_STEP_US: u64 = 1_000_000;
+
+/// The interval between pings and the burst's tolerance, in µs.
+fn spacing(rate: u32, burst: u64) -> (u64, u64) {
+    let interval = 1_000_000 / u64::from(rate.max(1));
+    (interval, interval.saturating_mul(burst))
+}
+
+/// The arrival time to measure a ping at `now_us` against. Admitting never
+/// puts it further ahead than the burst from the clock the admitting ping
+/// read. A little further ahead of ours comes from a ping that read the
+/// clock a moment later and got here first: it stands (this ping is just
+/// measured more strictly). Much further ahead comes from a clock since set
+/// back (or a snapshot taken before that, or a reload that cut the burst),
+/// which would hold the publisher off for the whole step: it is taken as a
+/// burst just spent at our time, never a fresh one.
+fn rebase(tat: u64, now_us: u64, rate: u32, burst: u64) -> u64 {
+    let (_, tolerance) = spacing(rate, burst);
+    let ahead = now_us.saturating_add(tolerance);
+    if tat > ahead.saturating_add(CLOCK_STEP_US) { ahead } else { tat }
+}
+
 /// The GCRA step: the theoretical arrival time after admitting a ping at
 /// `now_us`, or how long (µs) until one would be admitted.
 fn next_arrival(tat: u64, now_us: u64, rate: u32, burst: u64) -> Result<u64, u64> {
-    let interval = 1_000_000 / u64::from(rate.max(1));
-    let tolerance = interval * burst;
-    // Admitting never puts the arrival time further ahead than the burst;
-    // one further ahead comes from a clock since set back (or a snapshot
-    // taken before that), and would hold the publisher off for the whole
-    // step. What was sent before the step cannot be told: start afresh.
-    let tat = if tat > now_us + tolerance { now_us } else { tat };
+    let (interval, tolerance) = spacing(rate, burst);
     let next = tat.max(now_us) + interval;
     if next - now_us > tolerance { Err(next - now_us - tolerance) } else { Ok(next) }
 }
@@ -275,6 +303,7 @@ impl Shield {
         });
         pair.seen_ms = now_ms;
         if rate > 0 {
+            pair.tat = rebase(pair.tat, now_us, rate, settings.burst());
             match next_arrival(pair.tat, now_us, rate, settings.burst()) {
                 Ok(next) => pair.tat = next,
                 Err(us) => return retry(us),
@@ -398,12 +427,24 @@ mod tests {
         let g = Gcra::default();
         let start = 100_000_000;
         while g.admit(start, 10, 5).is_ok() {}
-        // A minute earlier: the limiter starts afresh, a whole burst.
+        // A minute earlier: the burst is taken as spent at the new time,
+        // and pings pass again at the rate, not a minute later.
         let back = start - 60_000_000;
-        for i in 0..5 {
-            assert_eq!(g.admit(back, 10, 5), Ok(()), "burst ping {i}");
-        }
         assert_eq!(g.admit(back, 10, 5), Err(100_000));
+        assert_eq!(g.admit(back + 100_000, 10, 5), Ok(()));
+        assert_eq!(g.admit(back + 100_000, 10, 5), Err(100_000));
+        assert_eq!(g.admit(back + 200_000, 10, 5), Ok(()));
+    }
+
+    #[test]
+    fn a_ping_that_read_the_clock_a_moment_earlier_gets_no_fresh_burst() {
+        let g = Gcra::default();
+        let now = 100_000_000;
+        // 500 µs apart, a burst of 4,000: saturated at `now`.
+        while g.admit(now, 2_000, 4_000).is_ok() {}
+        // A ping whose clock read came 1 ms before the last one's.
+        assert!(g.admit(now - 1_000, 2_000, 4_000).is_err());
+        assert!(g.admit(now, 2_000, 4_000).is_err());
     }
 
     proptest! {
@@ -421,6 +462,28 @@ mod tests {
                 }
                 let interval = 1_000_000 / u64::from(rate);
                 let allowed = burst + (now - start) / interval;
+                prop_assert!(admitted <= allowed, "{} admitted, {} allowed", admitted, allowed);
+            }
+        }
+
+        /// The same with pings whose clock reads arrive out of order (read,
+        /// then preempted before they reach the limiter): never more than
+        /// the rate allows up to the latest time read.
+        #[test]
+        fn gcra_holds_with_clock_reads_out_of_order(rate in 1u32..5_000, burst in 1u64..50, steps in proptest::collection::vec(-3_000i64..5_000, 1..400)) {
+            let g = Gcra::default();
+            let start = 10_000_000u64;
+            let (mut now, mut latest) = (start, start);
+            let mut admitted = 0u64;
+            for step in steps {
+                // Reads at most 5 ms behind the latest one.
+                now = now.saturating_add_signed(step).max(start).max(latest.saturating_sub(5_000));
+                latest = latest.max(now);
+                if g.admit(now, rate, burst).is_ok() {
+                    admitted += 1;
+                }
+                let interval = 1_000_000 / u64::from(rate);
+                let allowed = burst + (latest - start) / interval;
                 prop_assert!(admitted <= allowed, "{} admitted, {} allowed", admitted, allowed);
             }
         }
