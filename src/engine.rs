@@ -548,7 +548,7 @@ impl Engine {
                     },
                 })));
             }
-            Ok(judged) => judged.choose(campaign, &ping, &mut flow),
+            Ok(judged) => judged.choose(campaign, &ping, &mut flow, None),
         };
         record.flow = flow;
         let (answer, reserved) = self.conclude(&mut record, uuid, now, routed, &origin);
@@ -636,7 +636,10 @@ impl Engine {
         for (target, (verdict, _)) in &answers {
             judged.bid(campaign, &ping, *target, verdict, &mut flow);
         }
-        let routed = judged.choose(campaign, &ping, &mut flow);
+        // The config may have been reloaded while the buyers were asked.
+        let current = self.routing();
+        let current = (!Arc::ptr_eq(&current, &routing)).then_some(&**current);
+        let routed = judged.choose(campaign, &ping, &mut flow, current);
         let origin = Origin { campaign, key: rtb_key, inbound, publisher: publisher_index };
         // A ping in flight is pinned in the records, so its record is there.
         let Some(record) = shard.records.get_mut(uuid) else { return Answer::Expired { uuid } };

@@ -14,7 +14,7 @@ use arcstr::literal;
 use smallvec::SmallVec;
 
 use crate::caps::Windows;
-use crate::config::{Campaign, Mode, Number, Target};
+use crate::config::{Campaign, Mode, Number, Routing, Target};
 use crate::params::Params;
 use crate::phone::{Dial, Phone};
 use crate::pricing::{self, Price};
@@ -187,9 +187,36 @@ impl Judged {
 
     /// Picks the winner among the candidates. With `count_caps`, the winner
     /// must also fit its caps now, else the next best is tried.
-    pub fn choose(mut self, campaign: &Campaign, ping: &Ping<'_, '_>, flow: &mut Flow) -> Routed {
+    ///
+    /// `current` is the config in force now, when it may be newer than
+    /// `campaign` (a ping that waited on buyers across a reload): the winner
+    /// is then counted against its caps and time zone as they are now, and
+    /// one paused or removed meanwhile is passed over.
+    pub fn choose(
+        mut self,
+        campaign: &Campaign,
+        ping: &Ping<'_, '_>,
+        flow: &mut Flow,
+        current: Option<&Routing>,
+    ) -> Routed {
         while let Some(i) = pick(campaign, &self.candidates) {
-            let target = &campaign.targets[self.candidates[i].target];
+            let mut target = &campaign.targets[self.candidates[i].target];
+            if let Some(routing) = current {
+                let now = routing.target(target.id).map(|(_, t)| t);
+                let passed = match now {
+                    None => {
+                        Some((Detailed::TargetDisqualified, Info::Text(literal!("removed from the config"))))
+                    }
+                    Some(t) if t.paused => Some((Detailed::TargetsPaused, Info::None)),
+                    Some(_) => None,
+                };
+                if let Some((status, info)) = passed {
+                    self.pass_over(flow, ping.now_ms, target.id, status, info);
+                    self.candidates.swap_remove(i);
+                    continue;
+                }
+                target = now.unwrap_or(target);
+            }
             let mut counted_ms = None;
             if ping.count_caps {
                 let windows = Windows::at(&target.zone, ping.now_ms);

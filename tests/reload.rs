@@ -248,3 +248,82 @@ fn write_alternating(path: &Path, i: u32) {
     let payout = if i % 2 == 0 { "2" } else { "3" };
     std::fs::write(path, config_paying(payout, &target("t", ""))).unwrap();
 }
+
+/// A campaign whose one buyer bids $5 after `delay`, counted in its caps
+/// as soon as it is reserved; `extra` goes in the buyer's target table.
+fn slow_buyer_config(url: &str, extra: &str) -> String {
+    campaign_config(
+        "",
+        "ttl_secs = 600\nadd_to_caps_on_status_reserved = true\ntimeout_ms = 5000",
+        ANY_PAYS_ONE,
+        &webhook_target("w", url, extra),
+    )
+}
+
+/// Starts `n` pings that wait on the buyer, and returns once the buyer has
+/// all of them in hand.
+async fn pings_in_flight(
+    t: &Arc<TestServer>,
+    buyer: &Buyer,
+    n: usize,
+) -> Vec<tokio::task::JoinHandle<serde_json::Value>> {
+    let pings = (0..n)
+        .map(|i| {
+            let t = t.clone();
+            tokio::spawn(async move { t.ping_caller(&format!("800555{:04}", 2000 + i)).await.1 })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while buyer.hits() < n && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(buyer.hits(), n, "the pings never reached the buyer");
+    pings
+}
+
+#[tokio::test]
+async fn a_ping_waiting_on_buyers_counts_against_the_caps_reloaded_meanwhile() {
+    let buyer = Buyer::start(Behavior::Answer {
+        status: 200,
+        body: r#"{"bid":5,"duration":60,"phone":"+18005550199"}"#.into(),
+        delay: Duration::from_millis(400),
+    })
+    .await;
+    let url = buyer.url("/bid");
+    let (t, path, _dir) = server_on_file(&slow_buyer_config(&url, "caps = { daily = 10 }"), false).await;
+    let t = Arc::new(t);
+    let pings = pings_in_flight(&t, &buyer, 3).await;
+    // The daily cap drops from 10 to 1 while the buyer thinks.
+    std::fs::write(&path, slow_buyer_config(&url, "caps = { daily = 1 }")).unwrap();
+    assert_eq!(reload(&t).await.0, 200);
+    let mut reserved = 0;
+    for ping in pings {
+        let body = ping.await.unwrap();
+        match body["status"].as_str() {
+            Some("reserved") => reserved += 1,
+            _ => assert_eq!(body["status"], "no-target", "{body}"),
+        }
+    }
+    assert_eq!(reserved, 1, "the new daily cap of 1 holds");
+    assert_eq!(t.stats().await["targets"]["w"]["caps"]["daily"]["filled"], 1);
+}
+
+#[tokio::test]
+async fn a_buyer_paused_while_it_was_asked_does_not_win() {
+    let buyer = Buyer::start(Behavior::Answer {
+        status: 200,
+        body: r#"{"bid":5,"duration":60,"phone":"+18005550199"}"#.into(),
+        delay: Duration::from_millis(400),
+    })
+    .await;
+    let url = buyer.url("/bid");
+    let (t, path, _dir) = server_on_file(&slow_buyer_config(&url, ""), false).await;
+    let t = Arc::new(t);
+    let pings = pings_in_flight(&t, &buyer, 1).await;
+    std::fs::write(&path, slow_buyer_config(&url, "paused = true")).unwrap();
+    assert_eq!(reload(&t).await.0, 200);
+    for ping in pings {
+        let body = ping.await.unwrap();
+        assert_eq!(body["status"], "no-target", "{body}");
+    }
+}
