@@ -230,10 +230,11 @@ pub fn read_answer(
             Amount::NotNumber => return Verdict::NoBid(format!("bid at {bid_path} is not a number")),
         },
     };
+    // A timer under one second is no timer: a criterion that takes its
+    // seconds from it would convert every call, however short.
     let timer = timer_path.and_then(|p| p.find(&root)).and_then(|v| match amount(v) {
-        Amount::Positive(milli) => u32::try_from(milli / 1000).ok(),
-        Amount::NotPositive => Some(0),
-        Amount::NotNumber => None,
+        Amount::Positive(milli) => u32::try_from(milli / 1000).ok().filter(|&s| s > 0),
+        Amount::NotPositive | Amount::NotNumber => None,
     });
     let number = number_path
         .and_then(|p| p.find(&root))
@@ -256,7 +257,8 @@ fn amount(value: &simd_json::BorrowedValue) -> Amount {
         }
         pricing::parse_dollars(trimmed)
     } else if let Some(n) = value.as_u64() {
-        n.checked_mul(1000)
+        // Through the same bound as every other form of a bid.
+        pricing::parse_dollars(&n.to_string())
     } else if let Some(n) = value.as_i64() {
         if n <= 0 {
             return Amount::NotPositive;
@@ -268,7 +270,9 @@ fn amount(value: &simd_json::BorrowedValue) -> Amount {
         } else if f <= 0.0 {
             return Amount::NotPositive;
         } else {
-            pricing::parse_dollars(&format!("{f:.4}"))
+            // The shortest text that reads back as `f` (never an
+            // exponent), rounded once, as a numeric string would be.
+            pricing::parse_dollars(&f.to_string())
         }
     } else {
         None
@@ -500,6 +504,37 @@ mod tests {
         assert!(matches!(read("not json", "bid", None, None), Verdict::Failed(_)));
         assert!(matches!(read("", "bid", None, None), Verdict::Failed(_)));
         assert!(matches!(read(r#"{"bid": 1"#, "bid", None, None), Verdict::Failed(_)));
+    }
+
+    #[test]
+    fn bids_are_rounded_once_and_bounded_in_every_form() {
+        let milli = |json: &str| match read(json, "bid", None, None) {
+            Verdict::Bid(bid) => Some(bid.milli),
+            _ => None,
+        };
+        // Under half a thousandth is no bid, as the same numeric string.
+        assert_eq!(milli(r#"{"bid":0.00049}"#), None);
+        assert_eq!(milli(r#"{"bid":"0.00049"}"#), None);
+        assert_eq!(milli(r#"{"bid":1.23449}"#), Some(1_234));
+        assert_eq!(milli(r#"{"bid":"1.23449"}"#), Some(1_234));
+        assert_eq!(milli(r#"{"bid":1.2345}"#), Some(1_235));
+        // Over a million dollars is not a bid, whatever its JSON type.
+        assert_eq!(milli(r#"{"bid":1000000}"#), Some(1_000_000_000));
+        assert_eq!(milli(r#"{"bid":5000000}"#), None);
+        assert_eq!(milli(r#"{"bid":"5000000"}"#), None);
+        assert_eq!(milli(r#"{"bid":5000000.5}"#), None);
+    }
+
+    #[test]
+    fn a_timer_under_a_second_is_no_timer() {
+        for duration in ["0", "-30", "0.5", "\"-1\"", "\"0\""] {
+            let json = format!(r#"{{"bid":5,"duration":{duration}}}"#);
+            assert_eq!(
+                read(&json, "bid", Some("duration"), None),
+                Verdict::Bid(Bid { milli: 5_000, timer: None, number: None }),
+                "{json}"
+            );
+        }
     }
 
     #[test]
