@@ -73,15 +73,19 @@ impl Hours {
         Hours { open: Box::new([0; WEEK_MINUTES.div_ceil(64)]) }
     }
 
-    /// Compiles a list of shifts. Days without a shift are closed.
+    /// Compiles a list of shifts. Days without a shift are closed, and so
+    /// is a whole day marked `work_day = false`, whatever other shifts
+    /// (its own, or the previous night's overnight one) say.
     pub fn new(shifts: &[Shift]) -> Result<Hours, ShiftError> {
         let mut hours = Hours::closed();
+        let mut closed = [false; 7];
         for s in shifts {
             if s.day_of_week > 6 {
                 return Err(ShiftError::Day(s.day_of_week));
             }
             let (open, close) = (minutes(s.time_open)?, minutes(s.time_close)?);
             if !s.work_day {
+                closed[s.day_of_week as usize] = true;
                 continue;
             }
             let day = s.day_of_week as usize * 1_440;
@@ -93,6 +97,11 @@ impl Hours {
                 hours.set(day + open as usize, day + close as usize);
             } else if close < open {
                 return Err(ShiftError::CloseBeforeOpen { open: s.time_open, close: s.time_close });
+            }
+        }
+        for day in (0..7).filter(|&d| closed[d]) {
+            for minute in day * 1_440..(day + 1) * 1_440 {
+                hours.open[minute / 64] &= !(1 << (minute % 64));
             }
         }
         Ok(hours)
@@ -142,6 +151,20 @@ mod tests {
         assert!(!hours.is_open(at(1, 0)));
         let closed = Hours::new(&[Shift { work_day: false, ..shift(3, 0, 2400) }]).unwrap();
         assert!(!closed.is_open(at(3, 1200)));
+    }
+
+    #[test]
+    fn a_day_marked_closed_stays_closed_whatever_else_is_listed() {
+        let monday_off = Shift { work_day: false, ..shift(1, 0, 2400) };
+        let sunday_night = Shift { inverted: true, ..shift(0, 2200, 600) };
+        for shifts in [[shift(1, 900, 1700), monday_off], [monday_off, shift(1, 900, 1700)]] {
+            let hours = Hours::new(&shifts).unwrap();
+            assert!(!hours.is_open(at(1, 1000)));
+        }
+        let hours = Hours::new(&[sunday_night, monday_off, shift(2, 900, 1700)]).unwrap();
+        assert!(hours.is_open(at(0, 2300)));
+        assert!(!hours.is_open(at(1, 100)), "Sunday's night shift stops at Monday's midnight");
+        assert!(hours.is_open(at(2, 1000)));
     }
 
     #[test]

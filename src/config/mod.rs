@@ -175,6 +175,10 @@ weight = 0
     #[test]
     fn routing_rule_fields_are_validated() {
         assert_eq!(problems("time_zone = \"America/New_York\"", FIXED), "");
+        for time in ["\"9:00\"", "\"09:00\"", "\"900\"", "\"0900\"", "900", "\"24:00\""] {
+            let hours = format!("business_hours = [ {{ day_of_week = 1, time_open = {time} }} ]");
+            assert_eq!(problems(&hours, FIXED), "", "{time}");
+        }
         let cases = [
             (
                 "time_zone = \"Mars/Base\"",
@@ -201,6 +205,22 @@ weight = 0
                 FIXED,
                 "\"9am\" is not a time as HHMM",
             ),
+            (
+                "business_hours = [ { day_of_week = 1, time_open = \"1:5\" } ]",
+                FIXED,
+                "\"1:5\" is not a time as HHMM",
+            ),
+            (
+                "business_hours = [ { day_of_week = 1, time_open = \"9\" } ]",
+                FIXED,
+                "\"9\" is not a time as HHMM",
+            ),
+            (
+                "business_hours = [ { day_of_week = 1, time_open = \"12:3\" } ]",
+                FIXED,
+                "\"12:3\" is not a time as HHMM",
+            ),
+            ("", "target_ids = []\npayout = 1\nduration_secs = 60", "target_ids: is empty"),
             ("caps = { hourly = -1 }", FIXED, "invalid value: integer `-1`"),
             ("caps = { weekly = 3 }", FIXED, "unknown field `weekly`"),
             ("concurrency_cap = -2", FIXED, "invalid value: integer `-2`"),

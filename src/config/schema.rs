@@ -230,11 +230,18 @@ fn hhmm<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
             u32::try_from(v).map_err(|_| E::custom(format!("{v} is not a time as HHMM")))
         }
         fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<u32, E> {
-            let digits: String = v.chars().filter(|c| *c != ':').collect();
-            if digits.is_empty() || digits.len() > 4 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(E::custom(format!("{v:?} is not a time as HHMM")));
+            // "9:00" or "09:00", or "900" or "0900": nothing that reads
+            // as another time once a colon is dropped ("1:5").
+            let (hours, minutes) = match v.split_once(':') {
+                Some((h, m)) if (1..=2).contains(&h.len()) && m.len() == 2 => (h, m),
+                None if (3..=4).contains(&v.len()) => v.split_at(v.len() - 2),
+                _ => ("", ""),
+            };
+            let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+            match (digits(hours), digits(minutes), hours.parse::<u32>(), minutes.parse::<u32>()) {
+                (true, true, Ok(h), Ok(m)) => Ok(h * 100 + m),
+                _ => Err(E::custom(format!("{v:?} is not a time as HHMM (\"09:00\" or \"0900\")"))),
             }
-            digits.parse().map_err(|_| E::custom(format!("{v:?} is not a time as HHMM")))
         }
     }
     d.deserialize_any(Visitor).map(Some)

@@ -393,6 +393,12 @@ fn campaign(
     for (i, cr) in c.conversion_criteria.into_iter().enumerate() {
         let cpath = path.key("conversion_criteria").index(i);
         check.id(cpath.key("publisher_id"), &cr.publisher_id);
+        if cr.target_ids.as_ref().is_some_and(|ids| ids.is_empty()) {
+            check.error(
+                cpath.key("target_ids"),
+                "is empty: list the targets the criterion is for, or leave it out for all",
+            );
+        }
         let targets = cr.target_ids.map(|ids| {
             ids.iter()
                 .enumerate()
