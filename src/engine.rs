@@ -621,7 +621,6 @@ impl Engine {
 
         let now = self.clock.now_ms();
         let mut shard = self.table.lock(Table::shard_of_caller(caller));
-        guard.armed = false;
         shard.take_live(uuid);
         let mut judged = judged;
         let mut flow = Flow::new();
@@ -650,6 +649,10 @@ impl Engine {
         if reserved {
             shard.add_live(uuid);
         }
+        // Only now: had anything above panicked, the guard (dropped after
+        // the shard's lock) would have ended the record rather than leave
+        // it in flight for good.
+        guard.armed = false;
         answer
     }
 

@@ -98,8 +98,6 @@ impl Gcra {
         loop {
             let base = rebase(tat, now_us, rate, burst);
             if base != tat {
-                // Kept even if this ping is turned away: else every ping
-                // would be measured against the far-ahead time again.
                 match self.0.compare_exchange_weak(tat, base, Ordering::AcqRel, Ordering::Acquire) {
                     Ok(_) => tat = base,
                     Err(seen) => tat = seen,
@@ -129,14 +127,14 @@ fn spacing(rate: u32, burst: u64) -> (u64, u64) {
 /// puts it further ahead than the burst from the clock the admitting ping
 /// read. A little further ahead of ours comes from a ping that read the
 /// clock a moment later and got here first: it stands (this ping is just
-/// measured more strictly). Much further ahead comes from a clock since set
-/// back (or a snapshot taken before that, or a reload that cut the burst),
-/// which would hold the publisher off for the whole step: it is taken as a
-/// burst just spent at our time, never a fresh one.
+/// measured more strictly, and no room is made). Much further ahead (over a
+/// second past the burst) comes from a clock since set back, or a snapshot
+/// taken before that, or a reload that cut the burst by more than a second's
+/// worth; it would hold the publisher off for the whole step. What was sent
+/// before cannot be told: the limiter starts afresh, once.
 fn rebase(tat: u64, now_us: u64, rate: u32, burst: u64) -> u64 {
     let (_, tolerance) = spacing(rate, burst);
-    let ahead = now_us.saturating_add(tolerance);
-    if tat > ahead.saturating_add(CLOCK_STEP_US) { ahead } else { tat }
+    if tat > now_us.saturating_add(tolerance).saturating_add(CLOCK_STEP_US) { now_us } else { tat }
 }
 
 /// The GCRA step: the theoretical arrival time after admitting a ping at
@@ -427,13 +425,13 @@ mod tests {
         let g = Gcra::default();
         let start = 100_000_000;
         while g.admit(start, 10, 5).is_ok() {}
-        // A minute earlier: the burst is taken as spent at the new time,
-        // and pings pass again at the rate, not a minute later.
+        // A minute earlier: the limiter starts afresh, a whole burst, and
+        // not a minute later.
         let back = start - 60_000_000;
+        for i in 0..5 {
+            assert_eq!(g.admit(back, 10, 5), Ok(()), "burst ping {i}");
+        }
         assert_eq!(g.admit(back, 10, 5), Err(100_000));
-        assert_eq!(g.admit(back + 100_000, 10, 5), Ok(()));
-        assert_eq!(g.admit(back + 100_000, 10, 5), Err(100_000));
-        assert_eq!(g.admit(back + 200_000, 10, 5), Ok(()));
     }
 
     #[test]
