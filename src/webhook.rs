@@ -57,7 +57,12 @@ pub struct Template(Vec<Part>);
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Part {
     Text(Box<str>),
-    Tag(Box<str>),
+    /// A placeholder, and whether it sits inside a JSON string (between
+    /// quotes) as far as the text before it says.
+    Tag {
+        name: Box<str>,
+        quoted: bool,
+    },
 }
 
 /// How a value is written into a template.
@@ -65,28 +70,35 @@ enum Part {
 pub enum Escape {
     /// Percent-encoded: everything but `A-Z a-z 0-9 - _ . ~`.
     Url,
-    /// Escaped for the inside of a JSON string.
+    /// For a JSON body: escaped for the inside of a string where the
+    /// placeholder is between quotes; elsewhere a JSON value of its own (a
+    /// number or `true`/`false` as sent, any other text as a string, a
+    /// missing tag as `null`).
     Json,
 }
 
 impl Template {
     /// Compiles `text`. A placeholder is `[name]` where `name` starts with a
-    /// letter or `_` and holds only `a-z 0-9 _ - .` (any case); any other
-    /// `[` is text, so a JSON array such as `[1,2]` stays as written.
+    /// letter or `_` and holds only `a-z 0-9 _ - .` (any case), and is not
+    /// `true`, `false` or `null`; any other `[` is text, so a JSON array
+    /// such as `[1,2]` or `[true]` stays as written.
     pub fn parse(text: &str) -> Template {
         let mut parts = Vec::new();
         let mut rest = text;
         let mut literal = String::new();
+        let mut quotes = Quotes::default();
         while let Some(open) = rest.find('[') {
             literal.push_str(&rest[..open]);
+            quotes.read(&rest[..open]);
             let after = &rest[open + 1..];
             match after.find(']').map(|close| &after[..close]).filter(|name| is_placeholder(name)) {
                 Some(name) => {
                     if !literal.is_empty() {
                         parts.push(Part::Text(std::mem::take(&mut literal).into_boxed_str()));
                     }
-                    parts.push(Part::Tag(name.to_ascii_lowercase().into_boxed_str()));
-                    rest = &after[name.len() + 1..];
+                    let name = name.to_ascii_lowercase().into_boxed_str();
+                    parts.push(Part::Tag { name, quoted: quotes.inside });
+                    rest = &after[after.find(']').unwrap_or(0) + 1..];
                 }
                 None => {
                     literal.push('[');
@@ -104,7 +116,7 @@ impl Template {
     /// The placeholders' names.
     pub fn tags(&self) -> impl Iterator<Item = &str> {
         self.0.iter().filter_map(|p| match p {
-            Part::Tag(name) => Some(name.as_ref()),
+            Part::Tag { name, .. } => Some(name.as_ref()),
             Part::Text(_) => None,
         })
     }
@@ -115,11 +127,24 @@ impl Template {
         for part in &self.0 {
             match part {
                 Part::Text(text) => out.push_str(text),
-                Part::Tag(name) => {
-                    let value = lookup(name).unwrap_or_default();
-                    match escape {
-                        Escape::Url => url_encode(&value, &mut out),
-                        Escape::Json => json_escape(&value, &mut out),
+                Part::Tag { name, quoted } => {
+                    let value = lookup(name);
+                    match (escape, quoted, value) {
+                        (Escape::Url, _, value) => url_encode(&value.unwrap_or_default(), &mut out),
+                        (Escape::Json, true, value) => json_escape(&value.unwrap_or_default(), &mut out),
+                        (Escape::Json, false, None) => out.push_str("null"),
+                        (Escape::Json, false, Some(value)) => {
+                            // A number a buyer's parser can hold (not 1e999).
+                            let number =
+                                is_json_number(&value) && value.parse::<f64>().is_ok_and(f64::is_finite);
+                            if number || value == "true" || value == "false" {
+                                out.push_str(&value);
+                            } else {
+                                let mut buf = Vec::with_capacity(value.len() + 2);
+                                crate::json::write_str(&mut buf, &value);
+                                out.push_str(&String::from_utf8_lossy(&buf));
+                            }
+                        }
                     }
                 }
             }
@@ -133,6 +158,64 @@ fn is_placeholder(name: &str) -> bool {
     bytes.next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
         && name.len() <= 64
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        && !["true", "false", "null"].iter().any(|word| name.eq_ignore_ascii_case(word))
+}
+
+/// Whether the text so far ends inside a JSON string.
+#[derive(Default)]
+struct Quotes {
+    inside: bool,
+    escaped: bool,
+}
+
+impl Quotes {
+    fn read(&mut self, text: &str) {
+        for b in text.bytes() {
+            if self.escaped {
+                self.escaped = false;
+            } else if self.inside && b == b'\\' {
+                self.escaped = true;
+            } else if b == b'"' {
+                self.inside = !self.inside;
+            }
+        }
+    }
+}
+
+/// A JSON number, as its grammar has it: `-?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?`.
+fn is_json_number(text: &str) -> bool {
+    let b = text.as_bytes();
+    let mut i = usize::from(b.first() == Some(&b'-'));
+    let digits = |i: &mut usize| {
+        let start = *i;
+        while b.get(*i).is_some_and(u8::is_ascii_digit) {
+            *i += 1;
+        }
+        *i - start
+    };
+    match b.get(i) {
+        Some(b'0') => i += 1,
+        Some(b'1'..=b'9') => {
+            digits(&mut i);
+        }
+        _ => return false,
+    }
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        if digits(&mut i) == 0 {
+            return false;
+        }
+    }
+    if matches!(b.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(b.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        if digits(&mut i) == 0 {
+            return false;
+        }
+    }
+    i == b.len()
 }
 
 fn url_encode(value: &str, out: &mut String) {
@@ -445,6 +528,35 @@ mod tests {
             "state" => Some("N\"Y".into()),
             "zip" => Some("10001 &x".into()),
             _ => None,
+        }
+    }
+
+    #[test]
+    fn a_body_placeholder_outside_quotes_is_a_json_value_of_its_own() {
+        let lookup = |name: &str| -> Option<Cow<'static, str>> {
+            match name {
+                "age" => Some("42".into()),
+                "list" => Some("1,2".into()),
+                "opt" => Some("true".into()),
+                "big" => Some("1e999".into()),
+                "quote" => Some("a\"b".into()),
+                _ => None,
+            }
+        };
+        let body = Template::parse(
+            r#"{"age":[age],"list":[list],"opt":[opt],"big":[big],"q":[quote],"none":[missing],"s":"[age] \"[list]\"","lit":[true]}"#,
+        );
+        let rendered = body.render(lookup, Escape::Json);
+        assert_eq!(
+            rendered,
+            r#"{"age":42,"list":"1,2","opt":true,"big":"1e999","q":"a\"b","none":null,"s":"42 \"1,2\"","lit":[true]}"#
+        );
+        assert!(simd_json::to_borrowed_value(&mut rendered.into_bytes()).is_ok());
+        for number in ["0", "-1", "12.5", "1e5", "-0.5E-3"] {
+            assert!(is_json_number(number), "{number}");
+        }
+        for text in ["", "-", "01", "1.", ".5", "1e", "1,2", "+1", "0x10", "NaN", "1 "] {
+            assert!(!is_json_number(text), "{text}");
         }
     }
 
