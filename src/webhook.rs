@@ -130,7 +130,16 @@ impl Template {
                 Part::Tag { name, quoted } => {
                     let value = lookup(name);
                     match (escape, quoted, value) {
-                        (Escape::Url, _, value) => url_encode(&value.unwrap_or_default(), &mut out),
+                        (Escape::Url, _, value) => {
+                            let value = value.unwrap_or_default();
+                            // In the path, `.` and `..` (encoded or not)
+                            // would move the request to another path of
+                            // the buyer's: they are sent as empty.
+                            let in_path = !out.contains(['?', '#']);
+                            if !(in_path && matches!(value.as_ref(), "." | "..")) {
+                                url_encode(&value, &mut out);
+                            }
+                        }
                         (Escape::Json, true, value) => json_escape(&value.unwrap_or_default(), &mut out),
                         (Escape::Json, false, None) => out.push_str("null"),
                         (Escape::Json, false, Some(value)) => {
@@ -558,6 +567,19 @@ mod tests {
         for text in ["", "-", "01", "1.", ".5", "1e", "1,2", "+1", "0x10", "NaN", "1 "] {
             assert!(!is_json_number(text), "{text}");
         }
+    }
+
+    #[test]
+    fn dot_segments_never_move_a_url_to_another_path() {
+        let lookup = |name: &str| -> Option<Cow<'static, str>> {
+            match name {
+                "up" => Some("..".into()),
+                "here" => Some(".".into()),
+                _ => None,
+            }
+        };
+        let url = Template::parse("http://b/v1/[up]/[here]/bid?a=[up]&b=[here]");
+        assert_eq!(url.render(lookup, Escape::Url), "http://b/v1///bid?a=..&b=.");
     }
 
     #[test]
