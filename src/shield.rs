@@ -77,26 +77,28 @@ impl Settings {
 }
 
 /// A GCRA rate limiter: the theoretical arrival time of the next ping, in
-/// microseconds.
+/// nanoseconds (so a rate that does not divide a second is kept to within
+/// a nanosecond per ping, not a microsecond). Snapshots keep microseconds.
 #[derive(Debug, Default)]
 pub struct Gcra(AtomicU64);
 
 impl Gcra {
-    /// The theoretical arrival time, for snapshots.
+    /// The theoretical arrival time in µs, for snapshots.
     pub fn raw(&self) -> u64 {
-        self.0.load(Ordering::Acquire)
+        self.0.load(Ordering::Acquire) / 1_000
     }
 
-    pub fn set_raw(&self, tat: u64) {
-        self.0.store(tat, Ordering::Release);
+    /// Sets the theoretical arrival time from µs (a snapshot's).
+    pub fn set_raw(&self, tat_us: u64) {
+        self.0.store(tat_us.saturating_mul(1_000), Ordering::Release);
     }
 
-    /// Admits one ping at `now_us` under `rate` per second with `burst`, or
-    /// says how long until one would be admitted.
-    pub fn admit(&self, now_us: u64, rate: u32, burst: u64) -> Result<(), u64> {
+    /// Admits one ping at `now_ns` under `rate` per second with `burst`, or
+    /// says how long (ns) until one would be admitted.
+    pub fn admit(&self, now_ns: u64, rate: u32, burst: u64) -> Result<(), u64> {
         let mut tat = self.0.load(Ordering::Acquire);
         loop {
-            let base = rebase(tat, now_us, rate, burst);
+            let base = rebase(tat, now_ns, rate, burst);
             if base != tat {
                 match self.0.compare_exchange_weak(tat, base, Ordering::AcqRel, Ordering::Acquire) {
                     Ok(_) => tat = base,
@@ -104,7 +106,7 @@ impl Gcra {
                 }
                 continue;
             }
-            let next = next_arrival(tat, now_us, rate, burst)?;
+            let next = next_arrival(tat, now_ns, rate, burst)?;
             match self.0.compare_exchange_weak(tat, next, Ordering::AcqRel, Ordering::Acquire) {
                 Ok(_) => return Ok(()),
                 Err(seen) => tat = seen,
@@ -115,15 +117,17 @@ impl Gcra {
 
 /// How far ahead of the burst an arrival time may be before it is taken for
 /// a clock set back rather than pings whose clock reads arrived out of order.
-const CLOCK_STEP_US: u64 = 1_000_000;
+const CLOCK_STEP_NS: u64 = 1_000_000_000;
 
-/// The interval between pings and the burst's tolerance, in µs.
+/// The interval between pings and the burst's tolerance, in ns.
 fn spacing(rate: u32, burst: u64) -> (u64, u64) {
-    let interval = 1_000_000 / u64::from(rate.max(1));
+    // Rounded up: never a ping more than the rate (at most a nanosecond
+    // per ping fewer).
+    let interval = 1_000_000_000u64.div_ceil(u64::from(rate.max(1)));
     (interval, interval.saturating_mul(burst))
 }
 
-/// The arrival time to measure a ping at `now_us` against. Admitting never
+/// The arrival time to measure a ping at `now_ns` against. Admitting never
 /// puts it further ahead than the burst from the clock the admitting ping
 /// read. A little further ahead of ours comes from a ping that read the
 /// clock a moment later and got here first: it stands (this ping is just
@@ -132,17 +136,17 @@ fn spacing(rate: u32, burst: u64) -> (u64, u64) {
 /// taken before that, or a reload that cut the burst by more than a second's
 /// worth; it would hold the publisher off for the whole step. What was sent
 /// before cannot be told: the limiter starts afresh, once.
-fn rebase(tat: u64, now_us: u64, rate: u32, burst: u64) -> u64 {
+fn rebase(tat: u64, now_ns: u64, rate: u32, burst: u64) -> u64 {
     let (_, tolerance) = spacing(rate, burst);
-    if tat > now_us.saturating_add(tolerance).saturating_add(CLOCK_STEP_US) { now_us } else { tat }
+    if tat > now_ns.saturating_add(tolerance).saturating_add(CLOCK_STEP_NS) { now_ns } else { tat }
 }
 
 /// The GCRA step: the theoretical arrival time after admitting a ping at
-/// `now_us`, or how long (µs) until one would be admitted.
-fn next_arrival(tat: u64, now_us: u64, rate: u32, burst: u64) -> Result<u64, u64> {
+/// `now_ns`, or how long (ns) until one would be admitted.
+fn next_arrival(tat: u64, now_ns: u64, rate: u32, burst: u64) -> Result<u64, u64> {
     let (interval, tolerance) = spacing(rate, burst);
-    let next = tat.max(now_us) + interval;
-    if next - now_us > tolerance { Err(next - now_us - tolerance) } else { Ok(next) }
+    let next = tat.max(now_ns) + interval;
+    if next - now_ns > tolerance { Err(next - now_ns - tolerance) } else { Ok(next) }
 }
 
 /// Buckets per claim window.
@@ -218,6 +222,7 @@ impl Window {
 pub struct PairImage {
     pub key: Sym,
     pub publisher: Box<str>,
+    /// The limiter's theoretical arrival time, in µs.
     pub tat: u64,
     pub bucket_ms: u64,
     pub head: u64,
@@ -277,14 +282,14 @@ impl Shield {
         publisher: u32,
         now_ms: u64,
     ) -> Verdict {
-        let now_us = now_ms.saturating_mul(1000);
+        let now_ns = now_ms.saturating_mul(1_000_000);
         let rate = settings.rate_limit_per_sec;
         let retry =
-            |us: u64| Verdict::RateLimited { retry_after_secs: (us.div_ceil(1_000_000)).max(1) as u32 };
+            |ns: u64| Verdict::RateLimited { retry_after_secs: (ns.div_ceil(1_000_000_000)).max(1) as u32 };
         if rate > 0
-            && let Err(us) = key_rate.admit(now_us, rate, settings.burst())
+            && let Err(ns) = key_rate.admit(now_ns, rate, settings.burst())
         {
-            return retry(us);
+            return retry(ns);
         }
         let mut shard = self.pairs[shard_of(key, publisher)].lock();
         if !shard.contains_key(&(key, publisher)) {
@@ -301,10 +306,10 @@ impl Shield {
         });
         pair.seen_ms = now_ms;
         if rate > 0 {
-            pair.tat = rebase(pair.tat, now_us, rate, settings.burst());
-            match next_arrival(pair.tat, now_us, rate, settings.burst()) {
+            pair.tat = rebase(pair.tat, now_ns, rate, settings.burst());
+            match next_arrival(pair.tat, now_ns, rate, settings.burst()) {
                 Ok(next) => pair.tat = next,
-                Err(us) => return retry(us),
+                Err(ns) => return retry(ns),
             }
         }
         if settings.min_claim_ratio <= 0.0 {
@@ -361,7 +366,8 @@ impl Shield {
                 out.push(PairImage {
                     key,
                     publisher: publisher(index),
-                    tat: pair.tat,
+                    // Microseconds, as snapshots have always kept it.
+                    tat: pair.tat / 1_000,
                     bucket_ms: pair.window.bucket_ms,
                     head: pair.window.head,
                     pings: pair.window.pings.to_vec(),
@@ -387,7 +393,8 @@ impl Shield {
             window.total_pings = window.pings.iter().map(|&n| u64::from(n)).sum();
             window.total_claims = window.claims.iter().map(|&n| u64::from(n)).sum();
             let index = publisher(&image.publisher);
-            let pair = Pair { tat: image.tat, window, throttled: image.throttled, seen_ms: image.seen_ms };
+            let tat = image.tat.saturating_mul(1_000);
+            let pair = Pair { tat, window, throttled: image.throttled, seen_ms: image.seen_ms };
             let mut shard = self.pairs[shard_of(image.key, index)].lock();
             if shard.insert((image.key, index), pair).is_none() {
                 self.tracked.fetch_add(1, Ordering::Relaxed);
@@ -399,6 +406,21 @@ impl Shield {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `admit` with times in µs, as these tests are written.
+    fn us(g: &Gcra, now_us: u64, rate: u32, burst: u64) -> Result<(), u64> {
+        g.admit(now_us * 1_000, rate, burst).map_err(|ns| ns.div_ceil(1_000))
+    }
+
+    #[test]
+    fn a_rate_that_does_not_divide_a_second_is_kept() {
+        // 600,000 a second is an interval of 1.67 µs: in µs it was 1 µs,
+        // a million a second.
+        let g = Gcra::default();
+        let start = 1_000_000_000_000u64;
+        let admitted = (0..2_000_000u64).filter(|i| g.admit(start + i * 500, 600_000, 10).is_ok()).count();
+        assert!((599_000..=600_010).contains(&admitted), "{admitted} in one second");
+    }
     use proptest::prelude::*;
 
     #[test]
@@ -406,32 +428,32 @@ mod tests {
         let g = Gcra::default();
         let start = 1_000_000_000;
         for i in 0..5 {
-            assert_eq!(g.admit(start, 10, 5), Ok(()), "burst ping {i}");
+            assert_eq!(us(&g, start, 10, 5), Ok(()), "burst ping {i}");
         }
         // The sixth waits one interval (100 ms at 10/s).
-        assert_eq!(g.admit(start, 10, 5), Err(100_000));
-        assert_eq!(g.admit(start + 99_999, 10, 5), Err(1));
-        assert_eq!(g.admit(start + 100_000, 10, 5), Ok(()));
+        assert_eq!(us(&g, start, 10, 5), Err(100_000));
+        assert_eq!(us(&g, start + 99_999, 10, 5), Err(1));
+        assert_eq!(us(&g, start + 100_000, 10, 5), Ok(()));
         // After a second idle, the whole burst is back.
         let later = start + 2_000_000;
         for _ in 0..5 {
-            assert_eq!(g.admit(later, 10, 5), Ok(()));
+            assert_eq!(us(&g, later, 10, 5), Ok(()));
         }
-        assert!(g.admit(later, 10, 5).is_err());
+        assert!(us(&g, later, 10, 5).is_err());
     }
 
     #[test]
     fn a_clock_set_back_does_not_hold_a_publisher_off() {
         let g = Gcra::default();
         let start = 100_000_000;
-        while g.admit(start, 10, 5).is_ok() {}
+        while us(&g, start, 10, 5).is_ok() {}
         // A minute earlier: the limiter starts afresh, a whole burst, and
         // not a minute later.
         let back = start - 60_000_000;
         for i in 0..5 {
-            assert_eq!(g.admit(back, 10, 5), Ok(()), "burst ping {i}");
+            assert_eq!(us(&g, back, 10, 5), Ok(()), "burst ping {i}");
         }
-        assert_eq!(g.admit(back, 10, 5), Err(100_000));
+        assert_eq!(us(&g, back, 10, 5), Err(100_000));
     }
 
     #[test]
@@ -439,18 +461,18 @@ mod tests {
         let g = Gcra::default();
         let now = 100_000_000;
         // 500 µs apart, a burst of 4,000: saturated at `now`.
-        while g.admit(now, 2_000, 4_000).is_ok() {}
+        while us(&g, now, 2_000, 4_000).is_ok() {}
         // A ping whose clock read came 1 ms before the last one's.
-        assert!(g.admit(now - 1_000, 2_000, 4_000).is_err());
-        assert!(g.admit(now, 2_000, 4_000).is_err());
+        assert!(us(&g, now - 1_000, 2_000, 4_000).is_err());
+        assert!(us(&g, now, 2_000, 4_000).is_err());
     }
 
     proptest! {
         /// Over any span, a GCRA admits at most burst + rate × span pings.
         #[test]
-        fn gcra_never_admits_more_than_the_rate(rate in 1u32..2_000, burst in 1u64..50, steps in proptest::collection::vec(0u64..5_000, 1..400)) {
+        fn gcra_never_admits_more_than_the_rate(rate in 1u32..2_000, burst in 1u64..50, steps in proptest::collection::vec(0u64..5_000_000, 1..400)) {
             let g = Gcra::default();
-            let start = 10_000_000u64;
+            let start = 10_000_000_000u64;
             let mut now = start;
             let mut admitted = 0u64;
             for step in steps {
@@ -458,7 +480,7 @@ mod tests {
                 if g.admit(now, rate, burst).is_ok() {
                     admitted += 1;
                 }
-                let interval = 1_000_000 / u64::from(rate);
+                let interval = 1_000_000_000u64.div_ceil(u64::from(rate));
                 let allowed = burst + (now - start) / interval;
                 prop_assert!(admitted <= allowed, "{} admitted, {} allowed", admitted, allowed);
             }
@@ -468,19 +490,19 @@ mod tests {
         /// then preempted before they reach the limiter): never more than
         /// the rate allows up to the latest time read.
         #[test]
-        fn gcra_holds_with_clock_reads_out_of_order(rate in 1u32..5_000, burst in 1u64..50, steps in proptest::collection::vec(-3_000i64..5_000, 1..400)) {
+        fn gcra_holds_with_clock_reads_out_of_order(rate in 1u32..5_000, burst in 1u64..50, steps in proptest::collection::vec(-3_000_000i64..5_000_000, 1..400)) {
             let g = Gcra::default();
-            let start = 10_000_000u64;
+            let start = 10_000_000_000u64;
             let (mut now, mut latest) = (start, start);
             let mut admitted = 0u64;
             for step in steps {
                 // Reads at most 5 ms behind the latest one.
-                now = now.saturating_add_signed(step).max(start).max(latest.saturating_sub(5_000));
+                now = now.saturating_add_signed(step).max(start).max(latest.saturating_sub(5_000_000));
                 latest = latest.max(now);
                 if g.admit(now, rate, burst).is_ok() {
                     admitted += 1;
                 }
-                let interval = 1_000_000 / u64::from(rate);
+                let interval = 1_000_000_000u64.div_ceil(u64::from(rate));
                 let allowed = burst + (latest - start) / interval;
                 prop_assert!(admitted <= allowed, "{} admitted, {} allowed", admitted, allowed);
             }
