@@ -30,7 +30,7 @@ use crate::stats::{self, Field, Tally};
 use crate::status::{Detailed, Info, Status};
 use crate::sym::Sym;
 use crate::table::{self, Live, SHARDS, Scope, Shard, Table};
-use crate::webhook::{self, Verdict};
+use crate::webhook::{self, Pixel, Verdict};
 use crate::zone::Zone;
 
 /// A reservation, as a publisher sees it.
@@ -148,6 +148,10 @@ struct InFlight {
     caller: Phone,
     uuid: u128,
     armed: bool,
+    /// The buyers asked, and since when: their pixels, should the ping end
+    /// before they answer.
+    asked: Vec<Pixel>,
+    asked_at: Option<std::time::Instant>,
 }
 
 impl Drop for InFlight {
@@ -166,6 +170,14 @@ impl Drop for InFlight {
                 "the ping ended before its buyers answered (the publisher went away)"
             ));
             record.push(now, None, Detailed::Rejected, info);
+            // Every request sent is in the record, answered or not.
+            let latency_ms =
+                self.asked_at.map_or(0, |at| at.elapsed().as_millis().min(u128::from(u32::MAX)) as u32);
+            let mut pixels = std::mem::take(&mut self.asked);
+            for pixel in &mut pixels {
+                pixel.latency_ms = latency_ms;
+            }
+            record.extra_mut().pixels = pixels;
             // Counted as every ping that ends rejected is, so the stats add up.
             self.states.keys.with(record.key, |k| k.tally.bump(Field::Rejected));
             self.states.publishers.tally(record.publisher).bump(Field::Rejected);
@@ -545,6 +557,8 @@ impl Engine {
                         caller,
                         uuid,
                         armed: true,
+                        asked: Vec::new(),
+                        asked_at: None,
                     },
                 })));
             }
@@ -581,6 +595,8 @@ impl Engine {
         else {
             return Answer::Expired { uuid };
         };
+        guard.asked = requests.iter().map(|(_, request)| Pixel::cancelled(request)).collect();
+        guard.asked_at = Some(std::time::Instant::now());
         let mut asks: FuturesUnordered<_> = requests
             .into_iter()
             .filter_map(|(target, request)| {

@@ -391,6 +391,22 @@ pub struct Pixel {
     pub failure: Option<usize>,
 }
 
+impl Pixel {
+    /// The pixel of a request whose ping ended before the buyer answered.
+    pub fn cancelled(request: &Request) -> Pixel {
+        Pixel {
+            target: request.target,
+            method: request.method,
+            url: request.url.as_str().into(),
+            http_status: None,
+            latency_ms: 0,
+            response: "".into(),
+            outcome: "cancelled: the ping ended before the buyer answered".into(),
+            failure: None,
+        }
+    }
+}
+
 /// A request ready to send.
 #[derive(Debug)]
 pub struct Request {

@@ -151,6 +151,12 @@ async fn the_in_flight_mark_clears_when_the_publisher_goes_away() {
         record["call_flow"].as_array().unwrap().last().unwrap()["info"],
         "the ping ended before its buyers answered (the publisher went away)"
     );
+    // The buyer was asked: its request is in the record all the same.
+    let pixels = record["fired_pixels"].as_array().unwrap();
+    assert_eq!(pixels.len(), 1, "{record}");
+    assert_eq!(pixels[0]["url"], buyer.url("/"));
+    assert_eq!(pixels[0]["http_status"], serde_json::Value::Null);
+    assert!(pixels[0]["outcome"].as_str().unwrap().starts_with("cancelled"), "{record}");
     let (_, fresh) = t.ping_caller("8005551234").await;
     assert_eq!(fresh["status"], "reserved", "{fresh}");
     assert_ne!(fresh["uuid"], uuid.as_str());
