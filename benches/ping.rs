@@ -8,12 +8,11 @@
 //!
 //! Run: `cargo bench --bench ping`. Results are in the README (Benchmarks).
 //!
-//! Last results (2026-11-30, 2-core VM, medians, while the VM was slow):
-//! 1 target 1.50 µs, 10 targets 1.69 µs, 100 targets 3.37 µs, 10 targets
-//! with shield limits on 1.78 µs, echo 0.71 µs; shield dedupe hit 15 ns,
-//! shield limits 27 ns. An earlier run the same day, on the code before
-//! the inline flow, gave 1.47 / 1.55 / 3.00 / 1.62 µs; paired runs of the
-//! two do not tell them apart (10 targets: 1.71 to 1.96 µs each).
+//! Last results (2026-11-30, 2-core VM, medians, on the code with one-pass
+//! form parsing): 1 target 1.22 µs, 10 targets 1.37 µs, 100 targets
+//! 2.83 µs, 10 targets with shield limits on 1.39 µs, echo 0.62 µs. Earlier
+//! the same day, while the VM was slow: 1.50 / 1.69 / 3.37 / 1.78 µs, echo
+//! 0.71 µs; shield dedupe hit 15 ns, shield limits 27 ns.
 
 use std::hint::black_box;
 use std::time::Duration;
