@@ -260,6 +260,16 @@ fn slow_buyer_config(url: &str, extra: &str) -> String {
     )
 }
 
+/// A buyer bidding $5 after 400 ms.
+async fn slow_buyer() -> Buyer {
+    Buyer::start(Behavior::Answer {
+        status: 200,
+        body: r#"{"bid":5,"duration":60,"phone":"+18005550199"}"#.into(),
+        delay: Duration::from_millis(400),
+    })
+    .await
+}
+
 /// Starts `n` pings that wait on the buyer, and returns once the buyer has
 /// all of them in hand.
 async fn pings_in_flight(
@@ -283,12 +293,7 @@ async fn pings_in_flight(
 
 #[tokio::test]
 async fn a_ping_waiting_on_buyers_counts_against_the_caps_reloaded_meanwhile() {
-    let buyer = Buyer::start(Behavior::Answer {
-        status: 200,
-        body: r#"{"bid":5,"duration":60,"phone":"+18005550199"}"#.into(),
-        delay: Duration::from_millis(400),
-    })
-    .await;
+    let buyer = slow_buyer().await;
     let url = buyer.url("/bid");
     let (t, path, _dir) = server_on_file(&slow_buyer_config(&url, "caps = { daily = 10 }"), false).await;
     let t = Arc::new(t);
@@ -310,12 +315,7 @@ async fn a_ping_waiting_on_buyers_counts_against_the_caps_reloaded_meanwhile() {
 
 #[tokio::test]
 async fn a_buyer_paused_while_it_was_asked_does_not_win() {
-    let buyer = Buyer::start(Behavior::Answer {
-        status: 200,
-        body: r#"{"bid":5,"duration":60,"phone":"+18005550199"}"#.into(),
-        delay: Duration::from_millis(400),
-    })
-    .await;
+    let buyer = slow_buyer().await;
     let url = buyer.url("/bid");
     let (t, path, _dir) = server_on_file(&slow_buyer_config(&url, ""), false).await;
     let t = Arc::new(t);
