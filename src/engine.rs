@@ -174,7 +174,7 @@ impl Drop for InFlight {
             let latency_ms =
                 self.asked_at.map_or(0, |at| at.elapsed().as_millis().min(u128::from(u32::MAX)) as u32);
             let mut pixels = std::mem::take(&mut self.asked);
-            for pixel in &mut pixels {
+            for pixel in pixels.iter_mut().filter(|p| p.http_status.is_none() && p.failure.is_none()) {
                 pixel.latency_ms = latency_ms;
             }
             record.extra_mut().pixels = pixels;
@@ -606,6 +606,11 @@ impl Engine {
             .collect();
         let mut answers = Vec::new();
         while let Some(answer) = asks.next().await {
+            // Should the ping end before the last buyer answers, the
+            // record keeps what each one that did answer said.
+            if let Some(asked) = guard.asked.iter_mut().find(|p| p.target == answer.1.1.target) {
+                *asked = answer.1.1.clone();
+            }
             answers.push(answer);
         }
         for (target, (_, pixel)) in &answers {

@@ -130,16 +130,7 @@ impl Template {
                 Part::Tag { name, quoted } => {
                     let value = lookup(name);
                     match (escape, quoted, value) {
-                        (Escape::Url, _, value) => {
-                            let value = value.unwrap_or_default();
-                            // In the path, `.` and `..` (encoded or not)
-                            // would move the request to another path of
-                            // the buyer's: they are sent as empty.
-                            let in_path = !out.contains(['?', '#']);
-                            if !(in_path && matches!(value.as_ref(), "." | "..")) {
-                                url_encode(&value, &mut out);
-                            }
-                        }
+                        (Escape::Url, _, value) => url_encode(&value.unwrap_or_default(), &mut out),
                         (Escape::Json, true, value) => json_escape(&value.unwrap_or_default(), &mut out),
                         (Escape::Json, false, None) => out.push_str("null"),
                         (Escape::Json, false, Some(value)) => {
@@ -158,8 +149,42 @@ impl Template {
                 }
             }
         }
-        out
+        if escape == Escape::Url { empty_dot_segments(out) } else { out }
     }
+}
+
+/// A path segment a URL parser resolves (`.` or `..`, dots encoded or not).
+fn is_dot_segment(segment: &str) -> bool {
+    matches!(segment.to_ascii_lowercase().replace("%2e", ".").as_str(), "." | "..")
+}
+
+/// The path of an absolute URL (after the host, before `?` or `#`), as a
+/// byte range.
+fn path_range(url: &str) -> std::ops::Range<usize> {
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    let end = url[after_scheme..].find(['?', '#']).map_or(url.len(), |i| after_scheme + i);
+    let start = url[after_scheme..end].find('/').map_or(end, |i| after_scheme + i);
+    start..end
+}
+
+/// True if the URL's path holds a `.` or `..` segment.
+pub fn has_dot_segment(url: &str) -> bool {
+    url[path_range(url)].split('/').any(is_dot_segment)
+}
+
+/// The URL with every `.` or `..` segment of its path made empty: made of
+/// a publisher's values (the config's own URL has none), they would move
+/// the request to another path of the buyer's.
+fn empty_dot_segments(url: String) -> String {
+    if !has_dot_segment(&url) {
+        return url;
+    }
+    let range = path_range(&url);
+    let path: Vec<&str> = url[range.clone()]
+        .split('/')
+        .map(|segment| if is_dot_segment(segment) { "" } else { segment })
+        .collect();
+    format!("{}{}{}", &url[..range.start], path.join("/"), &url[range.end..])
 }
 
 fn is_placeholder(name: &str) -> bool {
@@ -319,7 +344,9 @@ pub fn read_answer(
         Some(value) => match amount(value) {
             Amount::Positive(milli) => milli,
             Amount::NotPositive => return Verdict::NoBid(format!("bid at {bid_path} is not above zero")),
-            Amount::NotNumber => return Verdict::NoBid(format!("bid at {bid_path} is not a number")),
+            Amount::NotNumber => {
+                return Verdict::NoBid(format!("bid at {bid_path} is not a number up to 1000000"));
+            }
         },
     };
     // A timer under one second is no timer: a criterion that takes its
@@ -596,6 +623,20 @@ mod tests {
         };
         let url = Template::parse("http://b/v1/[up]/[here]/bid?a=[up]&b=[here]");
         assert_eq!(url.render(lookup, Escape::Url), "http://b/v1///bid?a=..&b=.");
+        // Beside a dot of the template's own, or an encoded one.
+        for template in ["http://b/v1/[here]./bid", "http://b/v1/.[here]/bid", "http://b/v1/%2E[here]/bid"] {
+            assert_eq!(
+                Template::parse(template).render(lookup, Escape::Url),
+                "http://b/v1//bid",
+                "{template}"
+            );
+        }
+        assert_eq!(
+            Template::parse("http://b/v1.[here]/bid").render(lookup, Escape::Url),
+            "http://b/v1../bid"
+        );
+        assert!(has_dot_segment("http://b/a/../c?x=.."));
+        assert!(!has_dot_segment("http://b/a/..b/c?x=/../"));
     }
 
     #[test]

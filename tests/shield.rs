@@ -122,17 +122,22 @@ async fn dedupe_scope_key_keeps_keys_apart() {
 async fn the_in_flight_mark_clears_when_the_publisher_goes_away() {
     let buyer =
         Buyer::start(Behavior::Answer { status: 200, body: bid(), delay: Duration::from_millis(400) }).await;
-    let t =
-        TestServer::start(&campaign_config("", "", PAYS, &webhook_target("b", &buyer.url("/"), ""))).await;
-    // A raw client sends a ping and hangs up while the buyer thinks.
+    let fast = Buyer::bidding(&bid()).await;
+    let targets =
+        [webhook_target("b", &buyer.url("/"), ""), webhook_target("f", &fast.url("/"), "")].concat();
+    let t = TestServer::start(&campaign_config("", "", PAYS, &targets)).await;
+    // A raw client sends a ping and hangs up while the slow buyer thinks
+    // (the fast one has answered).
     let mut socket = tokio::net::TcpStream::connect(t.server.addr()).await.unwrap();
     let request = format!(
         "POST /rtbs.json?key={KEY}&publisher_id=p&caller_number=8005551234 HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n"
     );
     socket.write_all(request.as_bytes()).await.unwrap();
-    while buyer.hits() == 0 {
+    while buyer.hits() == 0 || fast.hits() == 0 {
         tokio::task::yield_now().await;
     }
+    // Time for the fast answer to come back (the slow one takes 400 ms).
+    tokio::time::sleep(Duration::from_millis(150)).await;
     let (_, repeat) = t.ping_caller("8005551234").await;
     assert_eq!(repeat["status"], "ping_shield_postback_key_caller_number_already_processing");
     let uuid = repeat["uuid"].as_str().unwrap().to_owned();
@@ -151,12 +156,17 @@ async fn the_in_flight_mark_clears_when_the_publisher_goes_away() {
         record["call_flow"].as_array().unwrap().last().unwrap()["info"],
         "the ping ended before its buyers answered (the publisher went away)"
     );
-    // The buyer was asked: its request is in the record all the same.
+    // Both buyers were asked: the slow one's request is in the record all
+    // the same, and the fast one's answer as it came.
     let pixels = record["fired_pixels"].as_array().unwrap();
-    assert_eq!(pixels.len(), 1, "{record}");
-    assert_eq!(pixels[0]["url"], buyer.url("/"));
-    assert_eq!(pixels[0]["http_status"], serde_json::Value::Null);
-    assert!(pixels[0]["outcome"].as_str().unwrap().starts_with("cancelled"), "{record}");
+    assert_eq!(pixels.len(), 2, "{record}");
+    let pixel = |url: String| pixels.iter().find(|p| p["url"] == url.as_str()).expect("a pixel per buyer");
+    let slow = pixel(buyer.url("/"));
+    assert_eq!(slow["http_status"], serde_json::Value::Null);
+    assert!(slow["outcome"].as_str().unwrap().starts_with("cancelled"), "{record}");
+    let answered = pixel(fast.url("/"));
+    assert_eq!(answered["http_status"], 200, "{record}");
+    assert!(!answered["outcome"].as_str().unwrap().starts_with("cancelled"), "{record}");
     let (_, fresh) = t.ping_caller("8005551234").await;
     assert_eq!(fresh["status"], "reserved", "{fresh}");
     assert_ne!(fresh["uuid"], uuid.as_str());

@@ -221,6 +221,16 @@ weight = 0
                 "\"12:3\" is not a time as HHMM",
             ),
             ("", "target_ids = []\npayout = 1\nduration_secs = 60", "target_ids: is empty"),
+            (
+                "business_hours = [ { day_of_week = 1, time_open = \"é0\" } ]",
+                FIXED,
+                "\"é0\" is not a time as HHMM",
+            ),
+            (
+                "business_hours = [ { day_of_week = 1, time_open = \"0é0\" } ]",
+                FIXED,
+                "\"0é0\" is not a time as HHMM",
+            ),
             ("caps = { hourly = -1 }", FIXED, "invalid value: integer `-1`"),
             ("caps = { weekly = 3 }", FIXED, "unknown field `weekly`"),
             ("concurrency_cap = -2", FIXED, "invalid value: integer `-2`"),
@@ -262,6 +272,7 @@ weight = 0
                 "webhook.url: \"ftp://b/[x]\" is not an http(s) URL",
             ),
             ("url = \"not a url\"\nbid_path = \"bid\"", "is not an http(s) URL"),
+            ("url = \"http://b/a/../bid\"\nbid_path = \"bid\"", "has a '.' or '..' segment"),
             (
                 "url = \"http://b/\"\nmethod = \"PUT\"\nbid_path = \"bid\"",
                 "webhook.method: \"PUT\" is not GET or POST",

@@ -234,7 +234,7 @@ fn hhmm<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
             // as another time once a colon is dropped ("1:5").
             let (hours, minutes) = match v.split_once(':') {
                 Some((h, m)) if (1..=2).contains(&h.len()) && m.len() == 2 => (h, m),
-                None if (3..=4).contains(&v.len()) => v.split_at(v.len() - 2),
+                None if (3..=4).contains(&v.len()) && v.is_ascii() => v.split_at(v.len() - 2),
                 _ => ("", ""),
             };
             let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());

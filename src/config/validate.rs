@@ -19,7 +19,7 @@ use crate::params;
 use crate::phone::{Dial, Phone};
 use crate::shield::{self, DedupeScope};
 use crate::sym::Sym;
-use crate::webhook::{Escape, Method, Path as WebhookPath, Template, Webhook};
+use crate::webhook::{self, Escape, Method, Path as WebhookPath, Template, Webhook};
 use crate::zone::Zone;
 use reqwest::header::{HeaderName, HeaderValue};
 
@@ -501,6 +501,13 @@ fn webhook(check: &mut Checker, path: &Path, w: schema::Webhook) -> Webhook {
     match reqwest::Url::parse(&sample) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
         _ => check.error(path.key("url"), format!("{:?} is not an http(s) URL", w.url)),
+    }
+    if webhook::has_dot_segment(&w.url) {
+        // Such segments are taken out of rendered URLs (see `webhook`).
+        check.error(
+            path.key("url"),
+            format!("{:?} has a '.' or '..' segment: write the path it means", w.url),
+        );
     }
     let method = match w.method.as_deref().map(str::to_ascii_uppercase).as_deref() {
         Some("GET") => Method::Get,
