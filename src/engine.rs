@@ -148,8 +148,8 @@ struct InFlight {
     caller: Phone,
     uuid: u128,
     armed: bool,
-    /// The buyers asked, and since when: their pixels, should the ping end
-    /// before they answer.
+    /// The buyers asked, and since when: the pixels of those that have not
+    /// answered, should the ping end first.
     asked: Vec<Pixel>,
     asked_at: Option<std::time::Instant>,
 }
@@ -170,14 +170,17 @@ impl Drop for InFlight {
                 "the ping ended before its buyers answered (the publisher went away)"
             ));
             record.push(now, None, Detailed::Rejected, info);
-            // Every request sent is in the record, answered or not.
+            // Every request sent is in the record: the answers that came,
+            // and the ones that did not.
             let latency_ms =
                 self.asked_at.map_or(0, |at| at.elapsed().as_millis().min(u128::from(u32::MAX)) as u32);
-            let mut pixels = std::mem::take(&mut self.asked);
-            for pixel in pixels.iter_mut().filter(|p| p.http_status.is_none() && p.failure.is_none()) {
-                pixel.latency_ms = latency_ms;
+            let pixels = &mut record.extra_mut().pixels;
+            for mut asked in std::mem::take(&mut self.asked) {
+                if !pixels.iter().any(|p| p.target == asked.target) {
+                    asked.latency_ms = latency_ms;
+                    pixels.push(asked);
+                }
             }
-            record.extra_mut().pixels = pixels;
             // Counted as every ping that ends rejected is, so the stats add up.
             self.states.keys.with(record.key, |k| k.tally.bump(Field::Rejected));
             self.states.publishers.tally(record.publisher).bump(Field::Rejected);
@@ -606,10 +609,10 @@ impl Engine {
             .collect();
         let mut answers = Vec::new();
         while let Some(answer) = asks.next().await {
-            // Should the ping end before the last buyer answers, the
-            // record keeps what each one that did answer said.
-            if let Some(asked) = guard.asked.iter_mut().find(|p| p.target == answer.1.1.target) {
-                *asked = answer.1.1.clone();
+            // The record shows each answer as it comes, and keeps it should
+            // the ping end before the last buyer answers.
+            if let Some(record) = self.table.lock(Table::shard_of_caller(caller)).records.get_mut(uuid) {
+                record.extra_mut().pixels.push(answer.1.1.clone());
             }
             answers.push(answer);
         }

@@ -98,14 +98,6 @@ impl Gcra {
     pub fn admit(&self, now_ns: u64, rate: u32, burst: u64) -> Result<(), u64> {
         let mut tat = self.0.load(Ordering::Acquire);
         loop {
-            let base = rebase(tat, now_ns, rate, burst);
-            if base != tat {
-                match self.0.compare_exchange_weak(tat, base, Ordering::AcqRel, Ordering::Acquire) {
-                    Ok(_) => tat = base,
-                    Err(seen) => tat = seen,
-                }
-                continue;
-            }
             let next = next_arrival(tat, now_ns, rate, burst)?;
             match self.0.compare_exchange_weak(tat, next, Ordering::AcqRel, Ordering::Acquire) {
                 Ok(_) => return Ok(()),
@@ -136,8 +128,7 @@ fn spacing(rate: u32, burst: u64) -> (u64, u64) {
 /// taken before that, or a reload that cut the burst by more than a second's
 /// worth; it would hold the publisher off for the whole step. What was sent
 /// before cannot be told: the limiter starts afresh, once.
-fn rebase(tat: u64, now_ns: u64, rate: u32, burst: u64) -> u64 {
-    let (_, tolerance) = spacing(rate, burst);
+fn rebase(tat: u64, now_ns: u64, tolerance: u64) -> u64 {
     if tat > now_ns.saturating_add(tolerance).saturating_add(CLOCK_STEP_NS) { now_ns } else { tat }
 }
 
@@ -145,6 +136,7 @@ fn rebase(tat: u64, now_ns: u64, rate: u32, burst: u64) -> u64 {
 /// `now_ns`, or how long (ns) until one would be admitted.
 fn next_arrival(tat: u64, now_ns: u64, rate: u32, burst: u64) -> Result<u64, u64> {
     let (interval, tolerance) = spacing(rate, burst);
+    let tat = rebase(tat, now_ns, tolerance);
     let next = tat.max(now_ns) + interval;
     if next - now_ns > tolerance { Err(next - now_ns - tolerance) } else { Ok(next) }
 }
@@ -306,7 +298,6 @@ impl Shield {
         });
         pair.seen_ms = now_ms;
         if rate > 0 {
-            pair.tat = rebase(pair.tat, now_ns, rate, settings.burst());
             match next_arrival(pair.tat, now_ns, rate, settings.burst()) {
                 Ok(next) => pair.tat = next,
                 Err(ns) => return retry(ns),

@@ -91,14 +91,14 @@ impl Template {
             literal.push_str(&rest[..open]);
             quotes.read(&rest[..open]);
             let after = &rest[open + 1..];
-            match after.find(']').map(|close| &after[..close]).filter(|name| is_placeholder(name)) {
-                Some(name) => {
+            match after.find(']').filter(|&close| is_placeholder(&after[..close])) {
+                Some(close) => {
                     if !literal.is_empty() {
                         parts.push(Part::Text(std::mem::take(&mut literal).into_boxed_str()));
                     }
-                    let name = name.to_ascii_lowercase().into_boxed_str();
+                    let name = after[..close].to_ascii_lowercase().into_boxed_str();
                     parts.push(Part::Tag { name, quoted: quotes.inside });
-                    rest = &after[after.find(']').unwrap_or(0) + 1..];
+                    rest = &after[close + 1..];
                 }
                 None => {
                     literal.push('[');
@@ -140,9 +140,9 @@ impl Template {
                             if number || value == "true" || value == "false" {
                                 out.push_str(&value);
                             } else {
-                                let mut buf = Vec::with_capacity(value.len() + 2);
-                                crate::json::write_str(&mut buf, &value);
-                                out.push_str(&String::from_utf8_lossy(&buf));
+                                out.push('"');
+                                json_escape(&value, &mut out);
+                                out.push('"');
                             }
                         }
                     }

@@ -133,14 +133,24 @@ async fn the_in_flight_mark_clears_when_the_publisher_goes_away() {
         "POST /rtbs.json?key={KEY}&publisher_id=p&caller_number=8005551234 HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n"
     );
     socket.write_all(request.as_bytes()).await.unwrap();
-    while buyer.hits() == 0 || fast.hits() == 0 {
+    while buyer.hits() == 0 {
         tokio::task::yield_now().await;
     }
-    // Time for the fast answer to come back (the slow one takes 400 ms).
-    tokio::time::sleep(Duration::from_millis(150)).await;
     let (_, repeat) = t.ping_caller("8005551234").await;
     assert_eq!(repeat["status"], "ping_shield_postback_key_caller_number_already_processing");
     let uuid = repeat["uuid"].as_str().unwrap().to_owned();
+    // The record shows the fast answer as soon as it is in.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let (_, record) = t.record(&uuid).await;
+        assert_eq!(record["status"], "considering_targets.single", "{record}");
+        if record["fired_pixels"].as_array().is_some_and(|p| p.len() == 1) {
+            assert_eq!(record["fired_pixels"][0]["url"], fast.url("/"), "{record}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the fast answer never showed: {record}");
+        tokio::task::yield_now().await;
+    }
     drop(socket);
     // The server notices the hang-up and drops the ping: no more in flight.
     let deadline = Instant::now() + Duration::from_secs(2);
