@@ -552,4 +552,28 @@ mod tests {
         shield.sweep(now + 3_600_001, 3_600_000);
         assert_eq!(shield.tracked(), 0);
     }
+
+    #[test]
+    fn a_spent_limiter_stays_spent_through_a_snapshot() {
+        let shield = Shield::default();
+        let settings = Settings { rate_limit_per_sec: 10, burst: 3, ..Settings::default() };
+        let key = Sym::intern("shield-snapshot-key");
+        let now = 1_000_000;
+        // Key limiter (rate 10/s, burst 3) spent at `now`; the pair too.
+        let rate = Gcra::default();
+        while shield.screen(&settings, key, &rate, 7, now) == Verdict::Pass {}
+        let (restored_rate, restored) = (Gcra::default(), Shield::default());
+        restored_rate.set_raw(rate.raw());
+        restored.import(shield.export(|_| "p".into()), |_| 7);
+        let fresh = Gcra::default();
+        // The key's limiter is still spent, and so is the pair's (checked with
+        // a fresh key limiter).
+        assert!(matches!(
+            restored.screen(&settings, key, &restored_rate, 7, now),
+            Verdict::RateLimited { .. }
+        ));
+        assert!(matches!(restored.screen(&settings, key, &fresh, 7, now), Verdict::RateLimited { .. }));
+        // One interval (100 ms) later, a ping passes again.
+        assert_eq!(restored.screen(&settings, key, &restored_rate, 7, now + 100), Verdict::Pass);
+    }
 }
