@@ -391,14 +391,21 @@ impl Records {
     pub fn insert(&mut self, uuid: u128, record: Record) {
         let seq = ids::seq_of(uuid);
         if seq == self.next_seq() {
-            // The ring grows by doubling but never past its bound (a ring
-            // moves through its whole buffer, so every slot of it ends up
-            // in memory): a full ring of 15,625 records is not rounded up
-            // to 16,384. Past the bound (live reservations held over it)
-            // it doubles as usual.
+            // A ring moves through its whole buffer, so every slot of it
+            // ends up in memory, used or not. So it grows by doubling up to
+            // its bound but never past it (a full ring of 15,625 records is
+            // not rounded up to 16,384), and past the bound (live
+            // reservations held over it) by an eighth at a time: doubling
+            // there would leave up to half of it resident and unused for
+            // good.
             let (len, capacity) = (self.ring.len(), self.ring.capacity());
-            if len == capacity && len < self.bound {
-                self.ring.reserve_exact((2 * len).max(16).min(self.bound) - len);
+            if len == capacity {
+                let grown = if len < self.bound {
+                    (2 * len).max(16).min(self.bound)
+                } else {
+                    len + (len / 8).max(16)
+                };
+                self.ring.reserve_exact(grown - len);
             }
             self.ring.push_back((Id::new(uuid), record));
         } else {
@@ -455,6 +462,18 @@ impl Records {
             if record.is_pinned(now_ms) {
                 self.survivors.insert(seq, (uuid, record));
             }
+        }
+        self.shrink();
+    }
+
+    /// Gives memory back once the ring, grown past its bound by live
+    /// reservations, is back under half its buffer: a surge of live
+    /// reservations does not keep its memory after it has passed. The copy
+    /// this takes happens at most once per halving.
+    fn shrink(&mut self) {
+        let (len, capacity) = (self.ring.len(), self.ring.capacity());
+        if capacity > self.bound && len < capacity / 2 {
+            self.ring.shrink_to(self.bound.max(len + len / 8));
         }
     }
 
@@ -631,6 +650,35 @@ mod tests {
         store.evict(20_000, 1_000_000, 0);
         assert!(store.get(live).is_none() && store.get(other).is_none());
         assert!(store.is_empty());
+    }
+
+    #[test]
+    fn past_its_bound_the_ring_grows_by_an_eighth_and_gives_the_memory_back() {
+        let mut store = Records::default();
+        store.evict(0, 1_000_000, 1_000);
+        // 3,000 live reservations ending soon, over a bound of 1,000: all
+        // are kept, in a buffer not much larger than they need.
+        let mut soon = Vec::new();
+        for _ in 0..3_000 {
+            let uuid = ids::new_uuid(0, store.next_seq());
+            let mut r = record(10, Status::Reserved);
+            r.expires_ms = 20_000;
+            store.insert(uuid, r);
+            soon.push(uuid);
+            store.evict(100, 1_000_000, 1_000);
+        }
+        assert_eq!(store.len(), 3_000);
+        let capacity = store.ring.capacity();
+        assert!((3_000..=3_000 + 3_000 / 8 + 16).contains(&capacity), "capacity {capacity}");
+        // They expire; the next ping finds them gone and the ring back at
+        // its bound.
+        for uuid in soon {
+            store.get_mut(uuid).unwrap().live = false;
+        }
+        add(&mut store, 20_000, Status::NoTarget);
+        store.evict(20_000, 1_000_000, 1_000);
+        assert_eq!(store.len(), 1_000);
+        assert!(store.ring.capacity() < 1_200, "capacity {}", store.ring.capacity());
     }
 
     #[test]
