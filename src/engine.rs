@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use ahash::AHashMap;
 use arc_swap::{ArcSwap, Guard};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
@@ -1071,35 +1072,58 @@ fn webhook_request(
 /// lookup per key and target rather than one per reservation.
 #[derive(Default)]
 struct Expiries {
-    targets: SmallVec<[(Sym, u64); 8]>,
-    keys: SmallVec<[(Sym, u64); 8]>,
-    publishers: SmallVec<[(u32, u64); 8]>,
+    targets: Counts<Sym>,
+    keys: Counts<Sym>,
+    publishers: Counts<u32>,
 }
 
-fn count_in<K: PartialEq + Copy>(counts: &mut SmallVec<[(K, u64); 8]>, key: K) {
-    match counts.iter_mut().find(|(k, _)| *k == key) {
-        Some((_, n)) => *n += 1,
-        None => counts.push((key, 1)),
+/// How many of each: the first few kept in a list (a tick usually sees a
+/// handful of keys and targets), the rest in a map, so a tick expiring a
+/// million reservations of ten thousand publishers stays linear.
+struct Counts<K> {
+    few: SmallVec<[(K, u64); 8]>,
+    more: AHashMap<K, u64>,
+}
+
+impl<K> Default for Counts<K> {
+    fn default() -> Self {
+        Counts { few: SmallVec::new(), more: AHashMap::new() }
+    }
+}
+
+impl<K: Eq + std::hash::Hash + Copy> Counts<K> {
+    fn add(&mut self, key: K) {
+        if let Some((_, n)) = self.few.iter_mut().find(|(k, _)| *k == key) {
+            *n += 1;
+        } else if self.few.len() < self.few.inline_size() {
+            self.few.push((key, 1));
+        } else {
+            *self.more.entry(key).or_default() += 1;
+        }
+    }
+
+    fn into_iter(self) -> impl Iterator<Item = (K, u64)> {
+        self.few.into_iter().chain(self.more)
     }
 }
 
 impl Expiries {
     fn add(&mut self, live: &Live) {
         if let Some(target) = live.target {
-            count_in(&mut self.targets, target);
+            self.targets.add(target);
         }
-        count_in(&mut self.keys, live.key);
-        count_in(&mut self.publishers, live.publisher);
+        self.keys.add(live.key);
+        self.publishers.add(live.publisher);
     }
 
     fn apply(self, states: &States) {
-        for (target, n) in self.targets {
+        for (target, n) in self.targets.into_iter() {
             states.targets.with(target, |t| t.tally.add(Field::Expired, n));
         }
-        for (key, n) in self.keys {
+        for (key, n) in self.keys.into_iter() {
             states.keys.with(key, |k| k.tally.add(Field::Expired, n));
         }
-        for (publisher, n) in self.publishers {
+        for (publisher, n) in self.publishers.into_iter() {
             states.publishers.tally(publisher).add(Field::Expired, n);
         }
     }
@@ -1144,4 +1168,26 @@ pub fn parse_uuid(text: &str) -> Result<u128, Rejection> {
     uuid::Uuid::try_parse(text)
         .map(|u| u.as_u128())
         .map_err(|_| Rejection::bad_request(format!("{text:?} is not a uuid")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Counts;
+
+    #[test]
+    fn counts_past_the_first_few_keys_are_kept_too() {
+        let mut counts = Counts::default();
+        for round in 0..3u32 {
+            for key in 0..1_000u32 {
+                counts.add(key);
+                if key % 2 == 0 && round == 0 {
+                    counts.add(key);
+                }
+            }
+        }
+        let mut all: Vec<(u32, u64)> = counts.into_iter().collect();
+        all.sort_unstable();
+        assert_eq!(all.len(), 1_000);
+        assert!(all.iter().all(|&(key, n)| n == if key % 2 == 0 { 4 } else { 3 }));
+    }
 }
