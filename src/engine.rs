@@ -245,7 +245,7 @@ impl Engine {
         routing.attach(&states);
         routing.version = 1;
         routing.loaded_at_ms = now;
-        Engine {
+        let engine = Engine {
             routing: ArcSwap::from_pointee(routing),
             table: Arc::new(Table::new(now)),
             clock,
@@ -258,7 +258,9 @@ impl Engine {
             data_dir: None,
             last_error: parking_lot::Mutex::new(None),
             snapshot_lock: parking_lot::Mutex::new(()),
-        }
+        };
+        engine.note_zones(&engine.routing());
+        engine
     }
 
     /// The routing config now. A ping holds it from start to end.
@@ -307,12 +309,8 @@ impl Engine {
     /// over (they are kept by id, not in the config).
     pub fn install(&self, mut routing: Routing) -> Arc<Routing> {
         routing.attach(&self.states);
+        self.note_zones(&routing);
         let current = self.routing();
-        for target in routing.campaigns.iter().flat_map(|c| &c.targets) {
-            if current.target(target.id).is_some_and(|(_, old)| old.zone.name() != target.zone.name()) {
-                self.zone_changed(&target.state);
-            }
-        }
         routing.version = current.version + 1;
         routing.loaded_at_ms = self.clock.now_ms();
         let (new, old) = (&routing.server, &current.server);
@@ -329,6 +327,18 @@ impl Engine {
         let routing = Arc::new(routing);
         self.routing.store(routing.clone());
         routing
+    }
+
+    /// Notes each target's time zone in its state, and whether it changed
+    /// since the last config that named the target (that one included, if
+    /// a reload removed the target and this one brings it back).
+    fn note_zones(&self, routing: &Routing) {
+        for target in routing.campaigns.iter().flat_map(|c| &c.targets) {
+            let before = target.state.zone.lock().replace(target.zone.clone());
+            if before.is_some_and(|z| z.name() != target.zone.name()) {
+                self.zone_changed(&target.state);
+            }
+        }
     }
 
     /// Notes that a target's time zone changed now: what it counted before
@@ -987,11 +997,12 @@ impl Engine {
     fn count(&self, routing: &Routing, target: Sym, now: u64) -> Result<(), Full> {
         match routing.target(target) {
             Some((_, t)) => t.state.counters.try_count(&t.limits, Windows::at(&t.zone, now)),
-            // A target gone from the config keeps its counters but no caps.
+            // A target gone from the config keeps its counters, in the
+            // windows of the zone it last had, but no caps.
             None => self
                 .states
                 .targets
-                .with(target, |t| t.counters.try_count(&Limits::default(), Windows::at(&Zone::utc(), now)))
+                .with(target, |t| t.counters.try_count(&Limits::default(), Windows::at(&last_zone(t), now)))
                 .unwrap_or(Ok(())),
         }
     }
@@ -1002,11 +1013,9 @@ impl Engine {
     /// count the window never had would let it pass its cap): only its
     /// hard count and concurrency slot are given back.
     fn give_back(&self, routing: &Routing, target: Sym, counted_ms: u64) {
-        let windows = match routing.target(target) {
-            Some((_, t)) => Windows::at(&t.zone, counted_ms),
-            None => Windows::at(&Zone::utc(), counted_ms),
-        };
+        let configured = routing.target(target).map(|(_, t)| Windows::at(&t.zone, counted_ms));
         self.states.targets.with(target, |t| {
+            let windows = configured.unwrap_or_else(|| Windows::at(&last_zone(t), counted_ms));
             if counted_ms < t.zone_changed_ms.load(Ordering::Relaxed) {
                 t.counters.give_back_without_windows();
             } else {
@@ -1066,6 +1075,12 @@ fn webhook_request(
         body: hook.body.as_ref().map(|b| b.render(lookup, webhook::Escape::Json)),
         timeout: std::time::Duration::from_millis(timeout_ms),
     })
+}
+
+/// The zone a target's windows are in when no config has it (UTC if none
+/// ever did: counters restored for a target long gone).
+fn last_zone(target: &TargetState) -> Arc<Zone> {
+    target.zone.lock().clone().unwrap_or_else(|| Arc::new(Zone::utc()))
 }
 
 /// Expiries of one tick, counted into the tallies at its end: one registry

@@ -25,6 +25,7 @@
 use std::fs::{self, File};
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -35,6 +36,7 @@ use crate::shield::PairImage;
 use crate::status::Status;
 use crate::sym::Sym;
 use crate::table::{SHARDS, ShardIn};
+use crate::zone::Zone;
 
 pub const MAGIC: &[u8; 8] = b"RTBDSNAP";
 /// The format this build writes and reads.
@@ -225,12 +227,14 @@ pub fn encode_into(engine: &Engine, mut sink: impl FnMut(&[u8]) -> io::Result<()
     }
     append(&mut buffer, &globals);
     emit(&mut buffer)?;
+    // Every target's zone, the config's or (for one a reload removed) the
+    // last it had.
     let zones: Zones = engine
-        .routing()
-        .campaigns
-        .iter()
-        .flat_map(|c| &c.targets)
-        .map(|t| (t.id, t.zone.name().into()))
+        .states()
+        .targets
+        .all()
+        .into_iter()
+        .filter_map(|(id, t)| Some((id, t.zone.lock().as_ref()?.name().into())))
         .collect();
     append(&mut buffer, &zones);
     emit(&mut buffer)?;
@@ -326,11 +330,20 @@ pub fn restore(engine: &Engine, image: Image) {
     let routing = engine.routing();
     // A target whose time zone changed while rtbd was down: its restored
     // counts are in the old zone's windows (see `Engine::give_back`).
+    // A target no config names any more keeps its windows in the zone it
+    // last had.
     for (id, zone) in &image.zones {
-        if let Some((_, target)) = routing.target(*id)
-            && target.zone.name() != zone.as_ref()
-        {
-            engine.zone_changed(&target.state);
+        match routing.target(*id) {
+            Some((_, target)) => {
+                if target.zone.name() != zone.as_ref() {
+                    engine.zone_changed(&target.state);
+                }
+            }
+            None => {
+                if let Ok(zone) = Zone::get(zone, now) {
+                    *states.targets.get_or_create(*id).zone.lock() = Some(Arc::new(zone));
+                }
+            }
         }
     }
     for (i, shard_image) in image.shards.into_iter().enumerate() {

@@ -20,6 +20,7 @@ use crate::metrics::WebhookStats;
 use crate::shield::Gcra;
 use crate::stats::Tally;
 use crate::sym::Sym;
+use crate::zone::Zone;
 
 #[derive(Debug, Default)]
 pub struct TargetState {
@@ -28,6 +29,11 @@ pub struct TargetState {
     /// windows of a time zone the target no longer has: their counts are
     /// not given back (see `Engine::give_back`). 0: the zone never changed.
     pub zone_changed_ms: AtomicU64,
+    /// The time zone its windows are in: the one it had in the last config
+    /// that named it (kept after a reload removes it, so its counts go on
+    /// in the same windows, and a zone it comes back with is seen as a
+    /// change). `None` before any config named it.
+    pub zone: Mutex<Option<Arc<Zone>>>,
     pub tally: Tally,
     /// Latency and failures of the target's webhook.
     pub webhook: WebhookStats,

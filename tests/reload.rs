@@ -120,6 +120,40 @@ async fn a_new_time_zone_never_lets_a_cap_pass() {
 }
 
 #[tokio::test]
+async fn a_target_removed_and_brought_back_keeps_its_windows() {
+    // Hourly cap 2 in New York's time. Three reservations are made while
+    // the hour is empty and two are confirmed: the hour is full. A reload
+    // removes the target; the third is confirmed meanwhile (no caps apply
+    // to a target no config has). A reload brings it back, same zone, same
+    // cap: its hour holds three, in New York's hour, and a new ping goes
+    // elsewhere.
+    let ny = target("t", "time_zone = \"America/New_York\"\ncaps = { hourly = 2 }");
+    let fallback = target("u", "priority = 2");
+    let (t, path, _dir) = server_on_file(&config_paying("1", &[ny.clone(), fallback.clone()].concat()), false).await;
+    let mut uuids = Vec::new();
+    for caller in ["8005550001", "8005550002", "8005550003"] {
+        let (_, body) = t.ping_caller(caller).await;
+        assert_eq!(body["status"], "reserved", "{body}");
+        uuids.push(body["uuid"].as_str().unwrap().to_owned());
+    }
+    for uuid in &uuids[..2] {
+        assert_eq!(t.confirm(uuid).await.0, 200);
+    }
+    std::fs::write(&path, config_paying("1", &fallback)).unwrap();
+    assert_eq!(reload(&t).await.0, 200);
+    let (status, body) = t.confirm(&uuids[2]).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("confirmed")), "{body}");
+
+    std::fs::write(&path, config_paying("1", &[ny, fallback].concat())).unwrap();
+    assert_eq!(reload(&t).await.0, 200);
+    let stats = t.stats().await;
+    assert_eq!(stats["targets"]["t"]["caps"]["hourly"], serde_json::json!({"cap": 2, "filled": 3}));
+    let (_, body) = t.ping_caller("8005550004").await;
+    let (_, record) = t.record(body["uuid"].as_str().unwrap()).await;
+    assert_eq!(record["target_id"], "u", "the hour of t is full: {record}");
+}
+
+#[tokio::test]
 async fn a_broken_file_keeps_the_running_config_and_says_where() {
     let (t, path, _dir) = server_on_file(&config_paying("1", &target("t", "")), false).await;
     let broken = config_paying("1", &target("t", "weight = 0\nmystery = 3"));
