@@ -1025,10 +1025,9 @@ impl Engine {
     }
 
     /// Ends a live reservation whose time has passed (the shard is locked):
-    /// gives back its counts. Its record needs no write: a record derives
-    /// `expired` from its time.
+    /// gives back its counts, and its record says `expired`.
     fn expire(&self, routing: &Routing, shard: &mut Shard, uuid: u128) {
-        if let Some(live) = shard.take_live(uuid) {
+        if let Some(live) = shard.take_expired(uuid) {
             self.expired(routing, &live);
         }
     }

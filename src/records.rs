@@ -71,7 +71,7 @@ pub struct Record {
     /// The publisher's index (see `state::Publishers`).
     pub publisher: u32,
     /// The status as last written. A reservation past its time is expired
-    /// without being rewritten: see [`Record::status_at`].
+    /// before it is written so: see [`Record::status_at`].
     pub status: Status,
     pub target: Option<Sym>,
     /// The transfer number; a SIP address is in `extra` (see
@@ -157,8 +157,8 @@ impl Record {
         self.extra.get_or_insert_with(Box::default)
     }
 
-    /// The status at `now_ms`. Expiry is derived from the time rather than
-    /// written, so expiring a reservation never has to touch its record.
+    /// The status at `now_ms`. A reservation past its time is expired even
+    /// before the tick writes so (see `Shard::take_expired`).
     pub fn status_at(&self, now_ms: u64) -> Status {
         if self.status.is_reservation() && self.expires_ms <= now_ms { Status::Expired } else { self.status }
     }
@@ -205,7 +205,9 @@ impl Record {
         let mut flow: Vec<Value> = self.flow.iter().map(event).collect();
         let end = self.end();
         let pixels = self.extra.as_ref().map_or(&[][..], |e| e.pixels.as_slice());
-        if status == Status::Expired && self.status != Status::Expired {
+        // Expiry writes no step of its own (the tick would have to grow
+        // the flow): it is shown here, at the reservation's expiry time.
+        if status == Status::Expired && self.flow.last().is_none_or(|e| e.status != Detailed::Expired) {
             flow.push(event(&Event {
                 at_ms: self.expires_ms,
                 target: self.target,
@@ -467,13 +469,17 @@ impl Records {
     }
 
     /// Gives memory back once the ring, grown past its bound by live
-    /// reservations, is back under half its buffer: a surge of live
-    /// reservations does not keep its memory after it has passed. The copy
-    /// this takes happens at most once per halving.
+    /// reservations, is back within its bound (or under half its buffer):
+    /// a surge of live reservations does not keep its memory after it has
+    /// passed. A ring past its bound by less than a quarter keeps its
+    /// buffer, so one that hovers around the bound is not copied back and
+    /// forth.
     fn shrink(&mut self) {
-        let (len, capacity) = (self.ring.len(), self.ring.capacity());
-        if capacity > self.bound && len < capacity / 2 {
-            self.ring.shrink_to(self.bound.max(len + len / 8));
+        let (len, capacity, bound) = (self.ring.len(), self.ring.capacity(), self.bound);
+        if capacity > bound + bound / 4 && len <= bound {
+            self.ring.shrink_to(bound);
+        } else if capacity > bound && len < capacity / 2 {
+            self.ring.shrink_to(bound.max(len + len / 8));
         }
     }
 
@@ -496,7 +502,7 @@ impl Records {
     fn drop_oldest_survivor(&mut self, now_ms: u64) -> bool {
         loop {
             let Some(seq) = self.unpinned.pop_front() else {
-                if self.listed_ms.is_some_and(|at| now_ms < at + 1_000) {
+                if self.listed_ms.is_some_and(|at| (at..at + 1_000).contains(&now_ms)) {
                     return false;
                 }
                 self.listed_ms = Some(now_ms);
@@ -524,7 +530,9 @@ impl Records {
     /// Survivors are few, except after a restore: they are swept at most
     /// once a second.
     pub fn evict_survivors(&mut self, now_ms: u64, retention_ms: u64, max: usize) {
-        if self.survivors.is_empty() || now_ms < self.swept_ms + 1_000 {
+        // A clock set back counts as due: the sweep does not wait for the
+        // clock to get back to where it was.
+        if (self.survivors.capacity() == 0) || (now_ms >= self.swept_ms && now_ms < self.swept_ms + 1_000) {
             return;
         }
         self.swept_ms = now_ms;
@@ -537,6 +545,12 @@ impl Records {
             }
             keep
         });
+        // A map keeps its buffer as it empties: give back what a restore
+        // (its records all start here) or a surge of long reservations
+        // left.
+        if self.survivors.capacity() > 4 * self.survivors.len() + 64 {
+            self.survivors.shrink_to_fit();
+        }
     }
 
     /// Starts new sequence numbers after `seq` (after a restore, so new
@@ -656,10 +670,10 @@ mod tests {
     fn past_its_bound_the_ring_grows_by_an_eighth_and_gives_the_memory_back() {
         let mut store = Records::default();
         store.evict(0, 1_000_000, 1_000);
-        // 3,000 live reservations ending soon, over a bound of 1,000: all
+        // 1,600 live reservations ending soon, over a bound of 1,000: all
         // are kept, in a buffer not much larger than they need.
         let mut soon = Vec::new();
-        for _ in 0..3_000 {
+        for _ in 0..1_600 {
             let uuid = ids::new_uuid(0, store.next_seq());
             let mut r = record(10, Status::Reserved);
             r.expires_ms = 20_000;
@@ -667,9 +681,9 @@ mod tests {
             soon.push(uuid);
             store.evict(100, 1_000_000, 1_000);
         }
-        assert_eq!(store.len(), 3_000);
+        assert_eq!(store.len(), 1_600);
         let capacity = store.ring.capacity();
-        assert!((3_000..=3_000 + 3_000 / 8 + 16).contains(&capacity), "capacity {capacity}");
+        assert!((1_600..=1_600 + 1_600 / 8 + 16).contains(&capacity), "capacity {capacity}");
         // They expire; the next ping finds them gone and the ring back at
         // its bound.
         for uuid in soon {
@@ -678,7 +692,33 @@ mod tests {
         add(&mut store, 20_000, Status::NoTarget);
         store.evict(20_000, 1_000_000, 1_000);
         assert_eq!(store.len(), 1_000);
-        assert!(store.ring.capacity() < 1_200, "capacity {}", store.ring.capacity());
+        assert_eq!(store.ring.capacity(), 1_000);
+    }
+
+    #[test]
+    fn survivors_give_their_memory_back_when_they_go() {
+        let mut store = Records::default();
+        // Restored records (sequence numbers of another run) all start
+        // among the survivors.
+        for seq in 0..10_000 {
+            store.insert(ids::new_uuid(0, 1_000_000 + 2 * seq), record(5, Status::NoTarget));
+        }
+        assert_eq!(store.survivors.len(), 10_000);
+        store.evict_survivors(2_000, 1_000, 100_000);
+        assert!(store.is_empty());
+        assert!(store.survivors.capacity() < 100, "capacity {}", store.survivors.capacity());
+    }
+
+    #[test]
+    fn a_clock_set_back_does_not_stall_the_survivors_sweep() {
+        let mut store = Records::default();
+        store.insert(ids::new_uuid(0, 1_000), record(5, Status::NoTarget));
+        store.evict_survivors(10_000, 1_000_000, 100);
+        assert_eq!(store.len(), 1, "within retention");
+        // The clock goes back a minute; the record is past retention there
+        // too, and goes at the next sweep, not a minute later.
+        store.evict_survivors(9_000, 1_000, 100);
+        assert!(store.is_empty());
     }
 
     #[test]

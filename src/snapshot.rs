@@ -346,9 +346,12 @@ pub fn restore(engine: &Engine, image: Image) {
             }
         }
     }
+    // A reservation that had expired when the snapshot was taken stays
+    // expired, even on a clock behind the snapshot's.
+    let at = now.max(image.created_ms);
     for (i, shard_image) in image.shards.into_iter().enumerate() {
         let mut shard = engine.table().lock(i);
-        for live in shard.restore(shard_image, now, publisher) {
+        for live in shard.restore(shard_image, at, publisher) {
             engine.expired(&routing, &live);
         }
     }

@@ -287,6 +287,17 @@ impl Shard {
         Some(live)
     }
 
+    /// Takes a live reservation past its time out of the index, and writes
+    /// `expired` into its record. The status is derived from the time
+    /// anyway; written, it holds even if the clock is set back.
+    pub fn take_expired(&mut self, uuid: u128) -> Option<Live> {
+        let live = self.take_live(uuid)?;
+        if let Some(record) = self.records.get_mut(uuid).filter(|r| r.status.is_reservation()) {
+            record.status = Status::Expired;
+        }
+        Some(live)
+    }
+
     /// The newest reservation of `caller` on `inbound`, live or not, while
     /// its record is kept.
     pub fn last_reservation(&self, caller: Phone, inbound: Phone) -> Option<u128> {
@@ -300,7 +311,7 @@ impl Shard {
         for seq in due.drain(..) {
             let Some((uuid, record)) = self.records.by_seq(seq) else { continue };
             if record.live && !is_live(record, now_ms) {
-                expired.extend(self.take_live(uuid));
+                expired.extend(self.take_expired(uuid));
             } else if record.live && record.status.is_reservation() {
                 // Due by the wheel but not by the clock: the clock was set
                 // back, and the wheel's time never goes back. It waits in
@@ -393,11 +404,12 @@ impl Shard {
         }
         let mut expired = Vec::new();
         for uuid in live {
-            let Some(record) = self.records.get(uuid) else { continue };
+            let Some(record) = self.records.get_mut(uuid) else { continue };
             if is_live(record, now_ms) {
                 self.add_live(uuid);
             } else {
                 expired.push(Live::of(uuid, record));
+                record.status = Status::Expired;
             }
         }
         for (caller, entries) in image.history {

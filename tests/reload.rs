@@ -129,7 +129,8 @@ async fn a_target_removed_and_brought_back_keeps_its_windows() {
     // elsewhere.
     let ny = target("t", "time_zone = \"America/New_York\"\ncaps = { hourly = 2 }");
     let fallback = target("u", "priority = 2");
-    let (t, path, _dir) = server_on_file(&config_paying("1", &[ny.clone(), fallback.clone()].concat()), false).await;
+    let (t, path, _dir) =
+        server_on_file(&config_paying("1", &[ny.clone(), fallback.clone()].concat()), false).await;
     let mut uuids = Vec::new();
     for caller in ["8005550001", "8005550002", "8005550003"] {
         let (_, body) = t.ping_caller(caller).await;

@@ -90,6 +90,30 @@ async fn reservations_past_their_time_come_back_expired_with_counts_returned() {
 }
 
 #[tokio::test]
+async fn a_reservation_expired_when_saved_stays_expired_on_a_clock_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = start_in(dir.path(), T0).await.unwrap();
+    let (_, one) = a.ping_caller("8005550001").await;
+    let one = one["uuid"].as_str().unwrap().to_owned();
+    a.confirm(&one).await;
+    // Past its time (15 s) when the final snapshot is taken, before any
+    // tick expired it.
+    a.clock.advance(Duration::from_secs(20));
+    a.server.stop().await;
+
+    // The next start's clock is 15 s behind: the reservation would still
+    // have 10 s to go by it, but it had expired already.
+    let b = start_in(dir.path(), T0 + 5_000).await.unwrap();
+    let (status, body) = b.call("+18005550001", "+18444021146").await;
+    assert_eq!((status, body["status"].as_str()), (404, Some("expired")), "{body}");
+    let (_, record) = b.record(&one).await;
+    assert_eq!(record["status"], "expired");
+    let stats = b.stats().await;
+    assert_eq!(stats["targets"]["t"]["caps"]["daily"]["filled"], 0);
+    assert_eq!(stats["targets"]["t"]["caps"]["concurrency"]["filled"], 0);
+}
+
+#[tokio::test]
 async fn snapshots_on_demand_and_the_two_newest_are_kept() {
     let dir = tempfile::tempdir().unwrap();
     let t = start_in(dir.path(), T0).await.unwrap();
