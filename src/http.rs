@@ -207,6 +207,15 @@ impl hyper::service::Service<Request<Incoming>> for Handler {
 
 /// Finishes what could not be answered at once.
 async fn finish(engine: &Arc<Engine>, handled: Handled) -> Response<Body> {
+    let later = !matches!(handled, Handled::Response(_));
+    let response = finish_work(engine, handled).await;
+    if later {
+        count_error(engine, &response);
+    }
+    response
+}
+
+async fn finish_work(engine: &Arc<Engine>, handled: Handled) -> Response<Body> {
     match handled {
         Handled::Response(response) => response,
         Handled::Auction(auction, started) => settle(engine, auction, started).await,
@@ -307,7 +316,18 @@ pub enum Handled {
 /// Answers one request. A panic below here is a bug; it answers 500 and the
 /// server goes on.
 pub fn respond(engine: &Engine, parts: &hyper::http::request::Parts, body: &[u8]) -> Handled {
-    contain(parts, || dispatch(engine, parts, body))
+    let handled = contain(parts, || dispatch(engine, parts, body));
+    if let Handled::Response(response) = &handled {
+        count_error(engine, response);
+    }
+    handled
+}
+
+/// Counts an answer of 4xx (see `metrics::BAD_REQUEST_CODES`).
+fn count_error(engine: &Engine, response: &Response<Body>) {
+    if response.status().is_client_error() {
+        engine.metrics().bad_request(response.status().as_u16());
+    }
 }
 
 /// Runs a handler; a panic becomes a 500 answer (and a log line) instead of
@@ -389,10 +409,7 @@ fn dispatch(engine: &Engine, parts: &hyper::http::request::Parts, body: &[u8]) -
         },
         _ => Err(Rejection::not_found(format!("no such path: {}", params::truncate(path, 200)))),
     };
-    Handled::Response(result.unwrap_or_else(|r| {
-        engine.metrics().bad_request(r.http);
-        reply::rejection(&r)
-    }))
+    Handled::Response(result.unwrap_or_else(|r| reply::rejection(&r)))
 }
 
 /// Splits `/calls/123/end` into (`/calls`, Some(`123/end`)).

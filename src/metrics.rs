@@ -104,7 +104,8 @@ pub struct Metrics {
     pub snapshot_bytes: AtomicU64,
     /// Milliseconds since the epoch of the last good snapshot (0: none).
     pub snapshot_last_success_ms: AtomicU64,
-    /// Requests answered 4xx for bad input, by code.
+    /// Requests answered with a 4xx error, by code (429, the Ping Shield's
+    /// rate limit, is counted with the pings).
     pub bad_requests: [AtomicU64; 8],
 }
 
@@ -208,7 +209,7 @@ pub fn render(engine: &Engine) -> String {
         &mut out,
         "rtbd_bad_requests_total",
         "counter",
-        "Requests refused for bad input or credentials, by HTTP code.",
+        "Requests answered with a 4xx error (bad input or credentials, an unknown path or uuid, a call on a dead line), by HTTP code.",
     );
     for (i, code) in BAD_REQUEST_CODES.iter().enumerate() {
         let _ = writeln!(

@@ -36,6 +36,17 @@ async fn metrics_parse_and_count_what_happened() {
     t.ping(&format!("key={KEY}&caller_number=8005550000")).await; // 400
     let (_, reserved) = t.ping_caller("8005559999").await;
     t.confirm(reserved["uuid"].as_str().unwrap()).await;
+    // 405 and 414, answered before any handler.
+    let (status, _) = t.send(reqwest::Method::GET, "/rtbs.json", None, None).await;
+    assert_eq!(status, 405);
+    let (status, _) = t.ping(&format!("key={KEY}&pad={}", "x".repeat(9_000))).await;
+    assert_eq!(status, 414);
+    // Answered after work off the request thread: a reload with no file
+    // to read (422), a snapshot with no data folder (409).
+    let (status, _) = t.send(reqwest::Method::POST, "/admin/reload", Some(ADMIN), None).await;
+    assert_eq!(status, 422);
+    let (status, _) = t.send(reqwest::Method::POST, "/admin/snapshot", Some(ADMIN), None).await;
+    assert_eq!(status, 409);
 
     let response = t.client.get(t.url("/metrics")).send().await.unwrap();
     assert_eq!(response.status(), 200);
@@ -56,6 +67,10 @@ async fn metrics_parse_and_count_what_happened() {
     assert_eq!(value(&scrape, "rtbd_reservations_total", &[("key", KEY), ("step", "confirmed")]), 1.0);
     assert_eq!(value(&scrape, "rtbd_bad_requests_total", &[("code", "404")]), 1.0);
     assert_eq!(value(&scrape, "rtbd_bad_requests_total", &[("code", "400")]), 1.0);
+    assert_eq!(value(&scrape, "rtbd_bad_requests_total", &[("code", "405")]), 1.0);
+    assert_eq!(value(&scrape, "rtbd_bad_requests_total", &[("code", "414")]), 1.0);
+    assert_eq!(value(&scrape, "rtbd_bad_requests_total", &[("code", "422")]), 1.0);
+    assert_eq!(value(&scrape, "rtbd_bad_requests_total", &[("code", "409")]), 1.0);
     assert_eq!(value(&scrape, "rtbd_live_reservations", &[]), 6.0);
     assert_eq!(value(&scrape, "rtbd_build_info", &[("version", env!("CARGO_PKG_VERSION"))]), 1.0);
     assert_eq!(value(&scrape, "rtbd_config_version", &[]), 1.0);
