@@ -326,7 +326,7 @@ pub fn restore(engine: &Engine, image: Image) {
         state.tally.import(&k.tally);
         state.limiter.set_raw(k.limiter);
     }
-    engine.shield().import(g.shield, |name| states.publishers.restored_index(name));
+    engine.shield().import(g.shield, |name| states.publishers.index(name));
     let routing = engine.routing();
     // A target whose time zone changed while rtbd was down: its restored
     // counts are in the old zone's windows (see `Engine::give_back`).
