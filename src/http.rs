@@ -207,17 +207,9 @@ impl hyper::service::Service<Request<Incoming>> for Handler {
 
 /// Finishes what could not be answered at once.
 async fn finish(engine: &Arc<Engine>, handled: Handled) -> Response<Body> {
-    let later = !matches!(handled, Handled::Response(_));
-    let response = finish_work(engine, handled).await;
-    if later {
-        count_error(engine, &response);
-    }
-    response
-}
-
-async fn finish_work(engine: &Arc<Engine>, handled: Handled) -> Response<Body> {
-    match handled {
-        Handled::Response(response) => response,
+    let response = match handled {
+        // Counted by `respond`.
+        Handled::Response(response) => return response,
         Handled::Auction(auction, started) => settle(engine, auction, started).await,
         Handled::Reload => {
             let reloader = engine.clone();
@@ -251,7 +243,9 @@ async fn finish_work(engine: &Arc<Engine>, handled: Handled) -> Response<Body> {
                 Err(_) => internal_error(),
             }
         }
-    }
+    };
+    count_error(engine, &response);
+    response
 }
 
 /// Asks the buyers of a ping and answers it. A panic answers 500.

@@ -532,7 +532,7 @@ impl Records {
     pub fn evict_survivors(&mut self, now_ms: u64, retention_ms: u64, max: usize) {
         // A clock set back counts as due: the sweep does not wait for the
         // clock to get back to where it was.
-        if (self.survivors.capacity() == 0) || (now_ms >= self.swept_ms && now_ms < self.swept_ms + 1_000) {
+        if self.survivors.capacity() == 0 || (self.swept_ms..self.swept_ms + 1_000).contains(&now_ms) {
             return;
         }
         self.swept_ms = now_ms;

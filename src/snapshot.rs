@@ -329,9 +329,8 @@ pub fn restore(engine: &Engine, image: Image) {
     engine.shield().import(g.shield, |name| states.publishers.index(name));
     let routing = engine.routing();
     // A target whose time zone changed while rtbd was down: its restored
-    // counts are in the old zone's windows (see `Engine::give_back`).
-    // A target no config names any more keeps its windows in the zone it
-    // last had.
+    // counts are in the old zone's windows (see `Engine::give_back`). One
+    // no config names any more keeps counting in the zone it last had.
     for (id, zone) in &image.zones {
         match routing.target(*id) {
             Some((_, target)) => {

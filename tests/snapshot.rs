@@ -27,9 +27,7 @@ async fn a_restart_restores_reservations_calls_counters_and_records() {
     let a = start_in(dir.path(), T0).await.unwrap();
     // Caller 1: reserved and confirmed (counted). Caller 2: called and ended.
     // Caller 3: on a call still going.
-    let (_, one) = a.ping_caller("8005550001").await;
-    let one = one["uuid"].as_str().unwrap().to_owned();
-    a.confirm(&one).await;
+    let one = reserve_and_confirm(&a, "8005550001").await;
     let (_, two) = a.ping_caller("8005550002").await;
     let two = two["uuid"].as_str().unwrap().to_owned();
     a.call("+18005550002", "+18444021146").await;
@@ -71,9 +69,7 @@ async fn a_restart_restores_reservations_calls_counters_and_records() {
 async fn reservations_past_their_time_come_back_expired_with_counts_returned() {
     let dir = tempfile::tempdir().unwrap();
     let a = start_in(dir.path(), T0).await.unwrap();
-    let (_, one) = a.ping_caller("8005550001").await;
-    let one = one["uuid"].as_str().unwrap().to_owned();
-    a.confirm(&one).await;
+    let one = reserve_and_confirm(&a, "8005550001").await;
     assert_eq!(a.stats().await["targets"]["t"]["caps"]["daily"]["filled"], 1);
     a.server.stop().await;
 
@@ -93,9 +89,7 @@ async fn reservations_past_their_time_come_back_expired_with_counts_returned() {
 async fn a_reservation_expired_when_saved_stays_expired_on_a_clock_behind() {
     let dir = tempfile::tempdir().unwrap();
     let a = start_in(dir.path(), T0).await.unwrap();
-    let (_, one) = a.ping_caller("8005550001").await;
-    let one = one["uuid"].as_str().unwrap().to_owned();
-    a.confirm(&one).await;
+    let one = reserve_and_confirm(&a, "8005550001").await;
     // Past its time (15 s) when the final snapshot is taken, before any
     // tick expired it.
     a.clock.advance(Duration::from_secs(20));
@@ -286,11 +280,15 @@ async fn a_time_zone_changed_while_down_never_lets_a_cap_pass() {
     assert_eq!(body["status"], "no-target", "the hour is full: {body}");
 }
 
-async fn reserve_and_confirm(t: &TestServer, caller: &str) {
+/// A reservation for `caller`, confirmed (counted in its target's caps): its
+/// uuid.
+async fn reserve_and_confirm(t: &TestServer, caller: &str) -> String {
     let (_, body) = t.ping_caller(caller).await;
     assert_eq!(body["status"], "reserved", "{body}");
-    let (status, body) = t.confirm(body["uuid"].as_str().unwrap()).await;
+    let uuid = body["uuid"].as_str().unwrap().to_owned();
+    let (status, body) = t.confirm(&uuid).await;
     assert_eq!((status, body["status"].as_str()), (200, Some("confirmed")), "{body}");
+    uuid
 }
 
 #[tokio::test]
