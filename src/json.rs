@@ -5,6 +5,20 @@
 //! reflection, where a serializer would build a value or walk a derive.
 //! Everything else (records, stats, admin answers) uses `serde_json`.
 
+use std::cell::Cell;
+
+use bytes::Bytes;
+
+thread_local! {
+    /// Each thread's buffer for the object it is building, kept between
+    /// answers: an answer is then one allocation of its exact size (the
+    /// `Bytes` it is sent as), not a buffer grown and then shrunk.
+    static SPARE: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+}
+
+/// Largest buffer kept for the next answer.
+const SPARE_MAX: usize = 4096;
+
 /// Builds one flat JSON object.
 pub struct Object {
     buf: Vec<u8>,
@@ -17,7 +31,9 @@ impl Object {
     }
 
     pub fn with_capacity(capacity: usize) -> Object {
-        let mut buf = Vec::with_capacity(capacity);
+        let mut buf = SPARE.take();
+        buf.clear();
+        buf.reserve(capacity);
         buf.push(b'{');
         Object { buf, first: true }
     }
@@ -68,9 +84,13 @@ impl Object {
         self
     }
 
-    pub fn finish(mut self) -> Vec<u8> {
+    pub fn finish(mut self) -> Bytes {
         self.buf.push(b'}');
-        self.buf
+        let bytes = Bytes::copy_from_slice(&self.buf);
+        if self.buf.capacity() <= SPARE_MAX {
+            SPARE.set(self.buf);
+        }
+        bytes
     }
 }
 
@@ -157,7 +177,7 @@ mod tests {
         let mut o = Object::new();
         o.str("s", "a\"b\\c\n\u{1}é").uint("n", 42).money("m", 1_173).bool("b", true);
         o.raw_str("r", |b| b.extend_from_slice(b"x-y"));
-        let text = String::from_utf8(o.finish()).unwrap();
+        let text = String::from_utf8(o.finish().to_vec()).unwrap();
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v["s"], "a\"b\\c\n\u{1}é");
         assert_eq!(v["n"], 42);
