@@ -25,6 +25,8 @@ const TOP_SLOT: u64 = SPAN >> BITS;
 /// to itself without end: such a deadline waits at the next top slot
 /// instead, and is placed again from there.
 const REACH: u64 = SPAN - TOP_SLOT;
+/// Largest buffer (in entries) a slot keeps once emptied.
+const KEEP_SLOT: usize = 32;
 
 struct Entry<T> {
     deadline: u64,
@@ -109,14 +111,21 @@ impl<T> Wheel<T> {
             self.now = self.now.max(start);
             let lvl = &mut self.levels[level];
             lvl.occupied &= !(1 << slot);
-            let entries = std::mem::take(&mut lvl.slots[slot]);
-            for entry in entries {
+            let mut entries = std::mem::take(&mut lvl.slots[slot]);
+            for entry in entries.drain(..) {
                 if entry.deadline <= self.now {
                     self.len -= 1;
                     due.push(entry.item);
                 } else {
                     self.place(entry);
                 }
+            }
+            // A small slot keeps its buffer: the finest slots fill and
+            // empty every millisecond, and would otherwise allocate each
+            // time. Large ones give their memory back.
+            let emptied = &mut self.levels[level].slots[slot];
+            if entries.capacity() <= KEEP_SLOT && emptied.is_empty() {
+                *emptied = entries;
             }
         }
         self.now = self.now.max(now);
