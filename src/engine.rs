@@ -132,7 +132,7 @@ impl Auction {
 fn dedupe_scope(campaign: &Campaign, key: &Key) -> Scope {
     match key.shield.dedupe_scope {
         DedupeScope::Key => Scope::Key(key.id),
-        DedupeScope::Campaign => Scope::Campaign(campaign.id),
+        DedupeScope::Campaign => Scope::Campaign { campaign: campaign.id, own: key.id },
     }
 }
 

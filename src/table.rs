@@ -46,8 +46,9 @@ pub const SHARDS: usize = 1 << ids::SHARD_BITS;
 pub enum Scope {
     /// Reservations made on the same RTB key.
     Key(Sym),
-    /// Reservations made on any key of the same campaign.
-    Campaign(Sym),
+    /// Reservations made on any key of the same campaign; those of `own`
+    /// (the key asking) come first.
+    Campaign { campaign: Sym, own: Sym },
 }
 
 /// A live reservation (or a ping still in flight) and its terms: a copy of
@@ -99,7 +100,7 @@ impl Live {
 pub fn in_scope(record: &Record, scope: Scope) -> bool {
     match scope {
         Scope::Key(k) => record.key == k,
-        Scope::Campaign(c) => record.campaign == c,
+        Scope::Campaign { campaign, .. } => record.campaign == campaign,
     }
 }
 
@@ -216,12 +217,29 @@ impl Shard {
         }
     }
 
-    /// The caller's live reservation or ping in flight in `scope`.
+    /// The caller's live reservation or ping in flight in `scope`. Across
+    /// a campaign, the asking key's own comes first, else the newest: the
+    /// one a publisher was last answered with.
     #[inline]
     pub fn find_live(&self, caller: Phone, scope: Scope, now_ms: u64) -> Option<Live> {
-        self.live_of(caller)
-            .find(|(_, r)| in_scope(r, scope) && is_live(r, now_ms))
-            .map(|(uuid, r)| Live::of(uuid, r))
+        let mut found = self.live_of(caller).filter(|(_, r)| in_scope(r, scope) && is_live(r, now_ms));
+        let best = match scope {
+            Scope::Key(_) => found.next(),
+            Scope::Campaign { own, .. } => {
+                let mut best: Option<(u128, &Record)> = None;
+                for (uuid, r) in found {
+                    if r.key == own {
+                        best = Some((uuid, r));
+                        break;
+                    }
+                    if best.is_none_or(|(b, _)| ids::seq_of(uuid) > ids::seq_of(b)) {
+                        best = Some((uuid, r));
+                    }
+                }
+                best
+            }
+        };
+        best.map(|(uuid, r)| Live::of(uuid, r))
     }
 
     /// The caller's reservation on `inbound`: a live one if there is one

@@ -102,6 +102,47 @@ async fn a_reservation_echoed_across_a_campaign_can_be_confirmed_by_the_echoing_
     assert_eq!(stats["keys"]["second-key"]["confirmed"], 0, "{stats}");
 }
 
+/// A key echoing across its campaign sees the reservations of its
+/// campaign's other keys, but its own comes first: a confirm by caller
+/// number confirms what the key itself reserved, and a repeat echoes it.
+#[tokio::test]
+async fn a_key_echoing_across_its_campaign_confirms_its_own_reservation_first() {
+    let config = campaign_config(
+        "",
+        "[campaigns.rtb_keys.ping_shield]\ndedupe_scope = \"campaign\"",
+        PAYS,
+        &target("t", ""),
+    ) + "\n[[campaigns.rtb_keys]]\nkey = \"second-key\"\n"
+        + &format!(
+            "\n[[campaigns]]\nid = \"other\"\ntracking_numbers = [\"+18444021199\"]\n[[campaigns.rtb_keys]]\nkey = \"other-key\"\n{PAYS}\n{}",
+            target("u", "")
+        );
+    let t = TestServer::start(&config).await;
+    let caller = "8005551234";
+    // Another campaign's reservation for the caller comes and goes first,
+    // so that the caller's entries are not simply in the order made.
+    let (_, other) = t.ping(&format!("key=other-key&publisher_id=p&caller_number={caller}")).await;
+    assert_eq!(other["status"], "reserved");
+    let (_, own) = t.ping_caller(caller).await;
+    assert_eq!(own["status"], "reserved");
+    assert!(own.get("retreaver_ping_shield").is_none(), "{own}");
+    let (status, call) = t.call(caller, "+18444021199").await;
+    assert_eq!(status, 200, "{call}");
+    let (_, second) = t.ping(&format!("key=second-key&publisher_id=p&caller_number={caller}")).await;
+    assert_eq!(second["status"], "reserved", "second-key keeps to its own key");
+    assert_ne!(second["uuid"], own["uuid"]);
+
+    let (_, echo) = t.ping_caller(caller).await;
+    assert_eq!(echo["uuid"], own["uuid"], "the key's own reservation is echoed");
+    let (status, body) = t.ping(&format!("key={KEY}&caller_number={caller}&status=confirmed")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["uuid"], own["uuid"], "the key's own reservation is confirmed");
+    assert_eq!(body["status"], "confirmed");
+    let stats = t.stats().await;
+    assert_eq!(stats["keys"][KEY]["confirmed"], 1, "{stats}");
+    assert_eq!(stats["keys"]["second-key"]["confirmed"], 0, "{stats}");
+}
+
 #[tokio::test]
 async fn dedupe_scope_key_keeps_keys_apart() {
     let config =
