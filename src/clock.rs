@@ -6,6 +6,7 @@
 //! monotonic clock would not do. Tests drive a [`ManualClock`] instead of
 //! sleeping, which makes TTL and window tests exact and fast.
 
+use std::cell::Cell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -73,16 +74,33 @@ impl ManualClock {
 
 /// Appends `ms` as RFC 3339 UTC with milliseconds: `2024-05-29T16:16:18.246Z`.
 ///
-/// Written by hand because every reservation answer carries one: it costs a
-/// few integer divisions and no allocation.
+/// Written by hand because every reservation answer carries one: it costs
+/// no allocation, and the date and time of day are worked out once per
+/// second per thread (answers given within a second share them).
 pub fn write_rfc3339(ms: u64, out: &mut Vec<u8>) {
+    thread_local! {
+        /// The last second written, and its text up to the seconds.
+        static LAST: Cell<(u64, [u8; 19])> = const { Cell::new((u64::MAX, [0; 19])) };
+    }
     let secs = ms / 1000;
-    let millis = (ms % 1000) as u32;
+    let (last, mut text) = LAST.get();
+    if last != secs {
+        text = second_text(secs);
+        LAST.set((secs, text));
+    }
+    out.extend_from_slice(&text);
+    let mut millis = *b".000Z";
+    put_digits(&mut millis[1..4], (ms % 1000) as u32);
+    out.extend_from_slice(&millis);
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` of a second since the epoch.
+fn second_text(secs: u64) -> [u8; 19] {
     let days = secs / 86_400;
     let rem = (secs % 86_400) as u32;
     let (year, month, day) = civil_from_days(days as i64);
     let (h, m, s) = (rem / 3600, rem / 60 % 60, rem % 60);
-    let mut buf = [0u8; 24];
+    let mut buf = [0u8; 19];
     let year = year.clamp(0, 9999) as u32;
     put_digits(&mut buf[0..4], year);
     buf[4] = b'-';
@@ -95,10 +113,7 @@ pub fn write_rfc3339(ms: u64, out: &mut Vec<u8>) {
     put_digits(&mut buf[14..16], m);
     buf[16] = b':';
     put_digits(&mut buf[17..19], s);
-    buf[19] = b'.';
-    put_digits(&mut buf[20..23], millis);
-    buf[23] = b'Z';
-    out.extend_from_slice(&buf);
+    buf
 }
 
 /// `ms` as an RFC 3339 string (for the admin side).
@@ -140,6 +155,30 @@ mod tests {
         assert_eq!(rfc3339(1_716_999_378_246), "2024-05-29T16:16:18.246Z");
         assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
         assert_eq!(rfc3339(4_102_444_799_999), "2099-12-31T23:59:59.999Z");
+    }
+
+    /// The second kept from one answer to the next is never served for
+    /// another: instants back and forth across seconds, days and years
+    /// each read as jiff reads them.
+    #[test]
+    fn the_kept_second_is_never_stale() {
+        let instants = [
+            1_716_999_378_246u64,
+            1_716_999_378_999,
+            1_716_999_379_000,
+            1_716_999_378_001,
+            0,
+            1_716_999_378_246,
+            1_735_689_599_999,
+            1_735_689_600_000,
+            86_399_999,
+            86_400_000,
+        ];
+        for ms in instants.into_iter().chain((0..2_000).map(|i| 1_700_000_000_000 + i * 997)) {
+            let want =
+                jiff::Timestamp::from_millisecond(ms as i64).unwrap().strftime("%Y-%m-%dT%H:%M:%S%.3fZ");
+            assert_eq!(rfc3339(ms), want.to_string(), "{ms}");
+        }
     }
 
     #[test]
