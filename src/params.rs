@@ -74,7 +74,7 @@ impl<'a> Params<'a> {
     }
 
     /// The tags: every parameter whose name has no meaning of its own.
-    pub fn tags(&self) -> impl Iterator<Item = (&str, &str)> {
+    pub fn tags(&self) -> impl Iterator<Item = (&str, &str)> + Clone {
         self.fields.iter().filter(|(n, _)| !is_reserved(n)).map(|(n, v)| (n.as_ref(), v.as_ref()))
     }
 

@@ -256,18 +256,36 @@ impl Record {
 /// pings' tags), so a record usually allocates nothing for them. Request
 /// parsing rejects control characters, so NUL never occurs inside a tag.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Tags(SmallVec<[u8; 40]>);
+pub struct Tags(SmallVec<[u8; TAGS_INLINE]>);
+
+/// Bytes of packed tags a record holds without allocating.
+const TAGS_INLINE: usize = 40;
 
 impl Tags {
-    pub fn new<'a>(tags: impl Iterator<Item = (&'a str, &'a str)>) -> Tags {
-        let mut packed = SmallVec::new();
+    pub fn new<'a>(tags: impl Iterator<Item = (&'a str, &'a str)> + Clone) -> Tags {
+        // Sized first, then copied into place: most pings' tags fit the
+        // inline buffer, built on the stack with the NULs already in it.
+        let len: usize = tags.clone().map(|(name, value)| name.len() + value.len() + 2).sum();
+        let mut packed = [0u8; TAGS_INLINE];
+        let mut heap = Vec::new();
+        let buf: &mut [u8] = if len <= TAGS_INLINE {
+            &mut packed
+        } else {
+            heap.resize(len, 0);
+            &mut heap
+        };
+        let mut at = 0;
         for (name, value) in tags {
-            packed.extend_from_slice(name.as_bytes());
-            packed.push(0);
-            packed.extend_from_slice(value.as_bytes());
-            packed.push(0);
+            buf[at..at + name.len()].copy_from_slice(name.as_bytes());
+            at += name.len() + 1;
+            buf[at..at + value.len()].copy_from_slice(value.as_bytes());
+            at += value.len() + 1;
         }
-        Tags(packed)
+        if len <= TAGS_INLINE {
+            Tags(SmallVec::from_buf_and_len(packed, len))
+        } else {
+            Tags(SmallVec::from_vec(heap))
+        }
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
@@ -753,5 +771,15 @@ mod tests {
         assert_eq!(tags.get("state"), Some("NY"));
         assert_eq!(tags.get("nope"), None);
         assert_eq!(Tags::default().iter().count(), 0);
+        assert_eq!(Tags::new(std::iter::empty()), Tags::default());
+        // Just inline, just past it, and far past it.
+        for value_len in [TAGS_INLINE - 4, TAGS_INLINE - 3, 300] {
+            let value = "v".repeat(value_len);
+            let pairs = [("a", value.as_str())];
+            let tags = Tags::new(pairs.into_iter());
+            assert_eq!(tags.0.len(), value_len + 3);
+            assert_eq!(tags.0.spilled(), value_len + 3 > TAGS_INLINE);
+            assert_eq!(tags.iter().collect::<Vec<_>>(), pairs);
+        }
     }
 }
