@@ -5,9 +5,9 @@
 //! Run: `cargo bench --bench persistence` (needs about 2 GiB of memory).
 //! Results are in the README.
 //!
-//! Last results (2026-11-30, 2-core VM): 286 bytes per live reservation;
-//! snapshot 0.30 s, 104 MB; pings meanwhile p99 6.4 µs, max 3.9 ms; restore
-//! 0.8 s.
+//! Last results (2026-12-01, 2-core VM): 284 bytes per live reservation;
+//! snapshot 0.24 s, 103 MB; pings meanwhile p99 3.1 µs, max 3.2 ms; restore
+//! 0.66 s.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};

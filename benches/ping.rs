@@ -8,11 +8,10 @@
 //!
 //! Run: `cargo bench --bench ping`. Results are in the README (Benchmarks).
 //!
-//! Last results (2026-11-30, 2-core VM, medians, on the code with one-pass
-//! form parsing): 1 target 1.22 µs, 10 targets 1.37 µs, 100 targets
-//! 2.83 µs, 10 targets with shield limits on 1.39 µs, echo 0.62 µs. Earlier
-//! the same day, while the VM was slow: 1.50 / 1.69 / 3.37 / 1.78 µs, echo
-//! 0.71 µs; shield dedupe hit 15 ns, shield limits 27 ns.
+//! Last results (2026-12-01, 2-core VM, medians): 1 target 1.13 µs, 10
+//! targets 1.17 µs, 100 targets 2.54 µs, 10 targets with shield limits on
+//! 1.19 µs, echo 0.54 µs; shield dedupe hit 14 ns, shield limits 25 ns.
+//! On 2026-11-30's code: 1.22 / 1.37 / 2.83 / 1.39 µs, echo 0.62 µs.
 
 use std::hint::black_box;
 use std::time::Duration;

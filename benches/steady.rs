@@ -11,10 +11,11 @@
 //! `STEADY_THREADS=2 cargo bench --bench steady` for two threads pinging at
 //! once, one of them keeping the clock and running the tick.
 //!
-//! Last results (2026-11-30, 2-core VM): 1.9 to 2.05 µs per ping, request
-//! building (0.14 µs) included. In three paired runs (the two builds at the
-//! same time, one per core) against the code before plain form pairs were
-//! borrowed in one pass: 2.09 → 1.91, 2.12 → 2.05, 2.11 → 2.04 µs. Two
+//! Last results (2026-12-01, 2-core VM): 1.67 to 1.82 µs per ping, request
+//! building (0.14 µs) included; 2026-11-30's code, run at the same time on
+//! the other core, 1.74 to 1.85 µs. In three paired runs against the code
+//! before plain form pairs were borrowed in one pass: 2.09 → 1.91, 2.12 →
+//! 2.05, 2.11 → 2.04 µs. On 2026-11-30 (1.9 to 2.05 µs then), two
 //! threads: 2.40 µs (the thread that also runs the tick) and 1.93 µs, with
 //! 1.95 µs for one thread in the same session: sharing the engine between
 //! two cores adds about 0.2 µs per ping.
