@@ -38,6 +38,9 @@ impl Object {
         Object { buf, first: true }
     }
 
+    // The field writers are always inlined: every name is a literal, so
+    // at each call site its copy has a constant length and needs no call.
+    #[inline(always)]
     fn key(&mut self, name: &str) {
         if !self.first {
             self.buf.push(b',');
@@ -49,6 +52,7 @@ impl Object {
     }
 
     /// A string field; the value is escaped.
+    #[inline(always)]
     pub fn str(&mut self, name: &str, value: &str) -> &mut Object {
         self.key(name);
         write_str(&mut self.buf, value);
@@ -57,6 +61,7 @@ impl Object {
 
     /// A string field whose value the caller writes (already valid inside
     /// quotes, such as a uuid, a number or a time).
+    #[inline(always)]
     pub fn raw_str(&mut self, name: &str, write: impl FnOnce(&mut Vec<u8>)) -> &mut Object {
         self.key(name);
         self.buf.push(b'"');
@@ -65,6 +70,7 @@ impl Object {
         self
     }
 
+    #[inline(always)]
     pub fn uint(&mut self, name: &str, value: u64) -> &mut Object {
         self.key(name);
         self.buf.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
@@ -72,12 +78,14 @@ impl Object {
     }
 
     /// Thousandths of a dollar as a JSON number of dollars (`1.173`, `12.5`).
+    #[inline(always)]
     pub fn money(&mut self, name: &str, milli: u64) -> &mut Object {
         self.key(name);
         write_money(&mut self.buf, milli);
         self
     }
 
+    #[inline(always)]
     pub fn bool(&mut self, name: &str, value: bool) -> &mut Object {
         self.key(name);
         self.buf.extend_from_slice(if value { b"true" } else { b"false" });
