@@ -50,6 +50,19 @@ impl Phone {
     /// Normalizes `input` to E.164 following the contract's rules.
     pub fn parse(input: &str) -> Result<Phone, PhoneError> {
         let bytes = input.as_bytes();
+        // What nearly every ping sends, digits with or without a `+`, in
+        // one tight pass; anything else takes the general loop below.
+        let (plus, rest) = match bytes.split_first() {
+            Some((b'+', rest)) => (true, rest),
+            _ => (false, bytes),
+        };
+        if let Some(&first) = rest.first()
+            && rest.len() <= 15
+            && rest.iter().all(u8::is_ascii_digit)
+        {
+            let value = rest.iter().fold(0u64, |v, &b| v * 10 + u64::from(b - b'0'));
+            return Phone::checked(plus, rest.len() as u32, first - b'0', value);
+        }
         let international = matches!(bytes.first(), Some(b'+' | b' '));
         let mut value: u64 = 0;
         let mut digits = 0u32;
@@ -76,6 +89,12 @@ impl Phone {
         if digits == 0 {
             return Err(PhoneError::Empty);
         }
+        Phone::checked(international, digits, first, value)
+    }
+
+    /// The number of `digits` digits (the first one `first`) read as
+    /// `value`, if it is a valid one.
+    fn checked(international: bool, digits: u32, first: u8, mut value: u64) -> Result<Phone, PhoneError> {
         if international {
             if !(8..=15).contains(&digits) {
                 return Err(PhoneError::E164Length);
@@ -265,6 +284,17 @@ mod tests {
             if let Ok(p) = Phone::parse(&text) {
                 prop_assert_eq!(Phone::parse(&p.to_string()), Ok(p));
             }
+        }
+
+        /// Bare digits, with or without a `+`, read as they do with a
+        /// separator in them (which takes the general path), errors
+        /// included.
+        #[test]
+        fn plain_digits_read_as_the_general_path_does(plus in any::<bool>(), digits in "[0-9]{0,18}") {
+            let sign = if plus { "+" } else { "" };
+            let plain = format!("{sign}{digits}");
+            let separated = format!("{sign}({digits})");
+            prop_assert_eq!(Phone::parse(&plain), Phone::parse(&separated), "{}", plain);
         }
 
         /// On North American numbers, rtbd agrees with the phonenumber
