@@ -266,8 +266,14 @@ const HIGHS: u64 = 0x8080_8080_8080_8080;
 /// its end.
 #[inline]
 fn word_at(raw: &[u8], at: usize, pad: u8) -> u64 {
+    let word = |w: &[u8]| u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
     match raw.get(at..at + 8) {
-        Some(w) => u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]),
+        Some(w) => word(w),
+        // The last eight bytes, shifted down past the `short` already read.
+        None if raw.len() >= 8 => {
+            let short = at + 8 - raw.len();
+            word(&raw[raw.len() - 8..]) >> (8 * short) | (ONES * u64::from(pad)) << (8 * (8 - short))
+        }
         None => {
             let tail = raw.get(at..).unwrap_or_default();
             let word = tail.iter().rev().fold(0u64, |w, &b| w << 8 | u64::from(b));
