@@ -31,11 +31,12 @@ pub struct Histogram {
 impl Histogram {
     pub fn observe(&self, elapsed: Duration) {
         let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
-        let cells = &self.stripes[stripe()];
+        let stripe = stripe();
+        let cells = &self.stripes[stripe.index];
         let bucket = BOUNDS_US.iter().position(|&b| us <= b).unwrap_or(BOUNDS_US.len());
-        cells[bucket].fetch_add(1, Ordering::Relaxed);
-        cells[CELLS - 2].fetch_add(1, Ordering::Relaxed);
-        cells[CELLS - 1].fetch_add(us, Ordering::Relaxed);
+        stripe.add(&cells[bucket], 1);
+        stripe.add(&cells[CELLS - 2], 1);
+        stripe.add(&cells[CELLS - 1], us);
     }
 
     fn cell(&self, i: usize) -> u64 {
