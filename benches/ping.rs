@@ -95,6 +95,8 @@ fn ready(handled: http::Handled) -> hyper::Response<http_body_util::Full<bytes::
 }
 
 fn ping(c: &mut Criterion) {
+    // As a server's worker thread does.
+    rtbd::stats::claim_stripe();
     let requests = requests();
     let mut group = c.benchmark_group("ping");
     // Shield limits on but never reached: what screening costs a ping.

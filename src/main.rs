@@ -137,7 +137,12 @@ fn serve(args: ServeArgs) -> ExitCode {
     for warning in &routing.warnings {
         tracing::warn!("{warning}");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        // The worker threads start first: each counts into a stripe of its own.
+        .on_thread_start(rtbd::stats::claim_stripe)
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the runtime: {e}");

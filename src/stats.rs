@@ -6,6 +6,7 @@
 //! key's counters never fight over one line, and a thread that owns its
 //! stripe adds without a locked instruction.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crossbeam::utils::CachePadded;
@@ -16,8 +17,8 @@ use crate::config::Routing;
 use crate::state::States;
 
 /// Stripes per tally (and per `metrics::Histogram`). The first threads to
-/// count each have a stripe of their own (the worker threads, started
-/// first); every later thread shares the last one.
+/// claim one (the server's worker threads, see [`claim_stripe`]) each have a
+/// stripe of their own; every other thread shares the last one.
 pub(crate) const STRIPES: usize = 4;
 
 /// What a tally counts.
@@ -61,17 +62,32 @@ pub(crate) struct Stripe {
     own: bool,
 }
 
+/// The stripe every thread that claimed none counts into.
+const SHARED: Stripe = Stripe { index: STRIPES - 1, own: false };
+
+thread_local! {
+    static STRIPE: Cell<Stripe> = const { Cell::new(SHARED) };
+}
+
+/// Gives this thread a stripe of its own while any is left; the server
+/// calls it as each of its runtime's threads starts, so the workers (started
+/// first) get them. A thread that never claims one shares the last stripe.
+pub fn claim_stripe() {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    if STRIPE.get().own {
+        return;
+    }
+    let claimed =
+        NEXT.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < STRIPES - 1).then_some(n + 1));
+    if let Ok(index) = claimed {
+        STRIPE.set(Stripe { index, own: true });
+    }
+}
+
 /// This thread's stripe.
 #[inline]
 pub(crate) fn stripe() -> Stripe {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static STRIPE: Stripe = match NEXT.fetch_add(1, Ordering::Relaxed) {
-            n if n < STRIPES - 1 => Stripe { index: n, own: true },
-            _ => Stripe { index: STRIPES - 1, own: false },
-        };
-    }
-    STRIPE.with(|s| *s)
+    STRIPE.get()
 }
 
 impl Stripe {
@@ -107,8 +123,9 @@ impl Tally {
         self.stripes.iter().map(|s| s[field as usize].load(Ordering::Relaxed)).sum()
     }
 
-    /// Sets a field to `value`. Like [`Tally::import`], only for a tally
-    /// no thread is counting into yet: it writes every stripe.
+    /// Sets a field to `value` (for tests: it writes every stripe, so no
+    /// thread may be counting into the tally meanwhile).
+    #[cfg(test)]
     pub fn set(&self, field: Field, value: u64) {
         self.set_cell(field as usize, value);
     }
@@ -124,8 +141,9 @@ impl Tally {
         (0..FIELDS).map(|i| self.stripes.iter().map(|s| s[i].load(Ordering::Relaxed)).sum()).collect()
     }
 
-    /// Restores what [`Tally::export`] gave (before any ping is counted:
-    /// it writes every stripe).
+    /// Restores what [`Tally::export`] gave. Only before the server serves
+    /// (`snapshot::restore`): it writes every stripe, and a thread counting
+    /// into its own stripe meanwhile would overwrite what it wrote.
     pub fn import(&self, values: &[u64]) {
         for (i, &v) in values.iter().take(FIELDS).enumerate() {
             self.set_cell(i, v);
@@ -226,6 +244,7 @@ mod tests {
             .map(|_| {
                 let tally = tally.clone();
                 std::thread::spawn(move || {
+                    claim_stripe();
                     for _ in 0..100_000 {
                         tally.bump(Field::Pings);
                     }
