@@ -218,8 +218,8 @@ impl Shard {
     }
 
     /// The caller's live reservation or ping in flight in `scope`. Across
-    /// a campaign, the asking key's own comes first, else the newest: the
-    /// one a publisher was last answered with.
+    /// a campaign, the asking key's own comes first, then a reservation
+    /// before a ping still in flight, then the newest ping.
     #[inline]
     pub fn find_live(&self, caller: Phone, scope: Scope, now_ms: u64) -> Option<Live> {
         let mut found = self.live_of(caller).filter(|(_, r)| in_scope(r, scope) && is_live(r, now_ms));
@@ -232,7 +232,8 @@ impl Shard {
                         best = Some((uuid, r));
                         break;
                     }
-                    if best.is_none_or(|(b, _)| ids::seq_of(uuid) > ids::seq_of(b)) {
+                    let rank = |uuid: u128, r: &Record| (r.status != Status::Processing, ids::seq_of(uuid));
+                    if best.is_none_or(|(b, br)| rank(uuid, r) > rank(b, br)) {
                         best = Some((uuid, r));
                     }
                 }

@@ -143,6 +143,42 @@ async fn a_key_echoing_across_its_campaign_confirms_its_own_reservation_first() 
     assert_eq!(stats["keys"]["second-key"]["confirmed"], 0, "{stats}");
 }
 
+/// Across a campaign, a live reservation is echoed before another key's
+/// ping still waiting on its buyers, even one that came later.
+#[tokio::test]
+async fn a_key_echoing_across_its_campaign_echoes_a_reservation_before_a_ping_in_flight() {
+    let buyer =
+        Buyer::start(Behavior::Answer { status: 200, body: bid(), delay: Duration::from_millis(500) }).await;
+    let targets =
+        target("t", "") + &webhook_target("w", &buyer.url("/"), "filters = { route = [\"buyer\"] }");
+    let config =
+        campaign_config("", "[campaigns.rtb_keys.ping_shield]\ndedupe_scope = \"campaign\"", PAYS, &targets)
+            + "\n[[campaigns.rtb_keys]]\nkey = \"a-key\"\n\n[[campaigns.rtb_keys]]\nkey = \"b-key\"\n";
+    let t = Arc::new(TestServer::start(&config).await);
+    let caller = "8005551234";
+    let (_, reserved) = t.ping(&format!("key=b-key&publisher_id=p&caller_number={caller}")).await;
+    assert_eq!(reserved["status"], "reserved", "{reserved}");
+    // a-key's ping asks the slow buyer (its tag passes the buyer's filter).
+    let bidding = {
+        let t = t.clone();
+        tokio::spawn(async move {
+            t.ping(&format!("key=a-key&publisher_id=p&caller_number={caller}&route=buyer")).await
+        })
+    };
+    // Its ping is in flight once the buyer has been asked.
+    while buyer.hits() == 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let (_, again) = t.ping(&format!("key=a-key&publisher_id=p&caller_number={caller}&route=buyer")).await;
+    assert_eq!(again["status"], "ping_shield_postback_key_caller_number_already_processing", "{again}");
+    let (_, echo) = t.ping_caller(caller).await;
+    assert_eq!(echo["uuid"], reserved["uuid"], "{echo}");
+    assert_eq!(echo["status"], "reserved");
+    assert_eq!(echo["retreaver_ping_shield"], true);
+    let (status, answer) = bidding.await.unwrap();
+    assert_eq!(status, 200, "{answer}");
+}
+
 #[tokio::test]
 async fn dedupe_scope_key_keeps_keys_apart() {
     let config =
