@@ -16,6 +16,21 @@ fn bid() -> String {
 const PAYS: &str =
     "[[campaigns.conversion_criteria]]\npublisher_id = \"*\"\npayout = 1\nduration_secs = 60\n";
 
+/// The Ping Shield lines of a key that echoes across its campaign.
+const CAMPAIGN_SCOPE: &str = "[campaigns.rtb_keys.ping_shield]\ndedupe_scope = \"campaign\"";
+
+/// Campaign `c` with [`KEY`] (echoing across its campaign) and
+/// `second-key` (its table given `second`), and campaign `other` with
+/// `other-key` (its table given `other`), each with one static target.
+fn two_campaigns(second: &str, other: &str) -> String {
+    campaign_config("", CAMPAIGN_SCOPE, PAYS, &target("t", ""))
+        + &format!("\n[[campaigns.rtb_keys]]\nkey = \"second-key\"\n{second}\n")
+        + &format!(
+            "\n[[campaigns]]\nid = \"other\"\ntracking_numbers = [\"+18444021199\"]\n[[campaigns.rtb_keys]]\nkey = \"other-key\"\n{other}\n{PAYS}\n{}",
+            target("u", "")
+        )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_hundred_repeats_ask_the_buyer_once() {
     let buyer =
@@ -55,16 +70,7 @@ async fn two_hundred_repeats_ask_the_buyer_once() {
 
 #[tokio::test]
 async fn dedupe_scope_campaign_spans_the_campaigns_keys() {
-    let config = campaign_config(
-        "",
-        "[campaigns.rtb_keys.ping_shield]\ndedupe_scope = \"campaign\"",
-        PAYS,
-        &target("t", ""),
-    ) + "\n[[campaigns.rtb_keys]]\nkey = \"second-key\"\n[campaigns.rtb_keys.ping_shield]\ndedupe_scope = \"campaign\"\n"
-        + &format!(
-            "\n[[campaigns]]\nid = \"other\"\ntracking_numbers = [\"+18444021199\"]\n[[campaigns.rtb_keys]]\nkey = \"other-key\"\n[campaigns.rtb_keys.ping_shield]\ndedupe_scope = \"campaign\"\n{PAYS}\n{}",
-            target("u", "")
-        );
+    let config = two_campaigns(CAMPAIGN_SCOPE, CAMPAIGN_SCOPE);
     let t = TestServer::start(&config).await;
     let (_, first) = t.ping_caller("8005551234").await;
     let (_, second) = t.ping("key=second-key&publisher_id=p&caller_number=8005551234").await;
@@ -78,7 +84,7 @@ async fn dedupe_scope_campaign_spans_the_campaigns_keys() {
 
 #[tokio::test]
 async fn a_reservation_echoed_across_a_campaign_can_be_confirmed_by_the_echoing_key() {
-    let shield = "[campaigns.rtb_keys.ping_shield]\ndedupe_scope = \"campaign\"";
+    let shield = CAMPAIGN_SCOPE;
     let config = campaign_config("", shield, PAYS, &target("t", ""))
         + &format!("\n[[campaigns.rtb_keys]]\nkey = \"second-key\"\n{shield}\n");
     let t = TestServer::start(&config).await;
@@ -107,16 +113,7 @@ async fn a_reservation_echoed_across_a_campaign_can_be_confirmed_by_the_echoing_
 /// number confirms what the key itself reserved, and a repeat echoes it.
 #[tokio::test]
 async fn a_key_echoing_across_its_campaign_confirms_its_own_reservation_first() {
-    let config = campaign_config(
-        "",
-        "[campaigns.rtb_keys.ping_shield]\ndedupe_scope = \"campaign\"",
-        PAYS,
-        &target("t", ""),
-    ) + "\n[[campaigns.rtb_keys]]\nkey = \"second-key\"\n"
-        + &format!(
-            "\n[[campaigns]]\nid = \"other\"\ntracking_numbers = [\"+18444021199\"]\n[[campaigns.rtb_keys]]\nkey = \"other-key\"\n{PAYS}\n{}",
-            target("u", "")
-        );
+    let config = two_campaigns("", "");
     let t = TestServer::start(&config).await;
     let caller = "8005551234";
     // Another campaign's reservation for the caller comes and goes first,
@@ -151,9 +148,8 @@ async fn a_key_echoing_across_its_campaign_echoes_a_reservation_before_a_ping_in
         Buyer::start(Behavior::Answer { status: 200, body: bid(), delay: Duration::from_millis(500) }).await;
     let targets =
         target("t", "") + &webhook_target("w", &buyer.url("/"), "filters = { route = [\"buyer\"] }");
-    let config =
-        campaign_config("", "[campaigns.rtb_keys.ping_shield]\ndedupe_scope = \"campaign\"", PAYS, &targets)
-            + "\n[[campaigns.rtb_keys]]\nkey = \"a-key\"\n\n[[campaigns.rtb_keys]]\nkey = \"b-key\"\n";
+    let config = campaign_config("", CAMPAIGN_SCOPE, PAYS, &targets)
+        + "\n[[campaigns.rtb_keys]]\nkey = \"a-key\"\n\n[[campaigns.rtb_keys]]\nkey = \"b-key\"\n";
     let t = Arc::new(TestServer::start(&config).await);
     let caller = "8005551234";
     let (_, reserved) = t.ping(&format!("key=b-key&publisher_id=p&caller_number={caller}")).await;
