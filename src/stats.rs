@@ -16,10 +16,13 @@ use crate::caps::Windows;
 use crate::config::Routing;
 use crate::state::States;
 
-/// Stripes per tally (and per `metrics::Histogram`). The first threads to
-/// claim one (the server's worker threads, see [`claim_stripe`]) each have a
-/// stripe of their own; every other thread shares the last one.
-pub(crate) const STRIPES: usize = 4;
+/// Stripes per tally (and per `metrics::Histogram`). The first [`OWNED`]
+/// threads to claim one (the server's worker threads, see
+/// [`claim_stripe`]) each have a stripe of their own; every other thread
+/// shares one of the rest with others, adding atomically.
+pub(crate) const STRIPES: usize = 8;
+/// Stripes that can be some thread's own.
+const OWNED: usize = 4;
 
 /// What a tally counts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,32 +65,39 @@ pub(crate) struct Stripe {
     own: bool,
 }
 
-/// The stripe every thread that claimed none counts into.
-const SHARED: Stripe = Stripe { index: STRIPES - 1, own: false };
-
 thread_local! {
-    static STRIPE: Cell<Stripe> = const { Cell::new(SHARED) };
+    /// This thread's stripe, once it has one.
+    static STRIPE: Cell<Option<Stripe>> = const { Cell::new(None) };
 }
 
 /// Gives this thread a stripe of its own while any is left; the server
 /// calls it as each of its runtime's threads starts, so the workers (started
-/// first) get them. A thread that never claims one shares the last stripe.
+/// first) get them. A thread that never claims one shares a stripe.
 pub fn claim_stripe() {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
-    if STRIPE.get().own {
+    if STRIPE.get().is_some_and(|s| s.own) {
         return;
     }
-    let claimed =
-        NEXT.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < STRIPES - 1).then_some(n + 1));
+    let claimed = NEXT.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < OWNED).then_some(n + 1));
     if let Ok(index) = claimed {
-        STRIPE.set(Stripe { index, own: true });
+        STRIPE.set(Some(Stripe { index, own: true }));
     }
 }
 
 /// This thread's stripe.
 #[inline]
 pub(crate) fn stripe() -> Stripe {
-    STRIPE.get()
+    STRIPE.get().unwrap_or_else(share_stripe)
+}
+
+/// Gives a thread that claimed no stripe one it shares, in turn.
+#[cold]
+fn share_stripe() -> Stripe {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let stripe =
+        Stripe { index: OWNED + NEXT.fetch_add(1, Ordering::Relaxed) % (STRIPES - OWNED), own: false };
+    STRIPE.set(Some(stripe));
+    stripe
 }
 
 impl Stripe {
@@ -240,7 +250,7 @@ mod tests {
     #[test]
     fn stripes_sum_across_threads() {
         let tally = std::sync::Arc::new(Tally::default());
-        let threads: Vec<_> = (0..8)
+        let threads: Vec<_> = (0..12)
             .map(|_| {
                 let tally = tally.clone();
                 std::thread::spawn(move || {
@@ -254,15 +264,19 @@ mod tests {
             })
             .collect();
         let stripes: Vec<Stripe> = threads.into_iter().map(|t| t.join().unwrap()).collect();
-        assert_eq!(tally.get(Field::Pings), 800_000);
+        assert_eq!(tally.get(Field::Pings), 1_200_000);
         let mut owned: Vec<usize> = stripes.iter().filter(|s| s.own).map(|s| s.index).collect();
-        assert!(owned.iter().all(|&i| i < STRIPES - 1), "{stripes:?}");
+        assert!(owned.iter().all(|&i| i < OWNED), "{stripes:?}");
+        assert!(
+            stripes.iter().filter(|s| !s.own).all(|s| (OWNED..STRIPES).contains(&s.index)),
+            "{stripes:?}"
+        );
         owned.sort_unstable();
         owned.dedup();
         assert_eq!(owned.len(), stripes.iter().filter(|s| s.own).count(), "a stripe with two owners");
-        assert!(stripes.iter().any(|s| !s.own), "eight threads, three stripes to own");
+        assert!(stripes.iter().any(|s| !s.own), "twelve threads, four stripes to own");
         let json = tally.to_json();
-        assert_eq!(json["payout"], 12.0);
+        assert_eq!(json["payout"], 18.0);
         tally.set(Field::Pings, 5);
         assert_eq!(tally.get(Field::Pings), 5);
     }
