@@ -289,12 +289,14 @@ fn zero_bytes(word: u64) -> u64 {
     word.wrapping_sub(ONES) & !word & HIGHS
 }
 
-/// Where `needle` first is in `hay`.
-fn find(hay: &[u8], needle: u8) -> Option<usize> {
-    let pattern = ONES * u64::from(needle);
+/// Where the first byte `flags` marks is in `hay`, `pad` filling the last
+/// word. `flags` gives the high bit of the bytes it marks, exact for the
+/// lowest one.
+#[inline]
+fn first_flagged(hay: &[u8], pad: u8, flags: impl Fn(u64) -> u64) -> Option<usize> {
     let mut at = 0;
     while at < hay.len() {
-        let found = zero_bytes(word_at(hay, at, !needle) ^ pattern);
+        let found = flags(word_at(hay, at, pad));
         if found != 0 {
             return Some(at + (found.trailing_zeros() / 8) as usize);
         }
@@ -303,38 +305,35 @@ fn find(hay: &[u8], needle: u8) -> Option<usize> {
     None
 }
 
-/// Where the first `%` or `+` (a byte to decode) is in `hay`.
+/// The `%` and `+` bytes of a word: bytes to decode.
+#[inline]
+fn escapes(w: u64) -> u64 {
+    zero_bytes(w ^ (ONES * u64::from(b'%'))) | zero_bytes(w ^ (ONES * u64::from(b'+')))
+}
+
+/// Where `needle` first is in `hay`.
+fn find(hay: &[u8], needle: u8) -> Option<usize> {
+    let pattern = ONES * u64::from(needle);
+    first_flagged(hay, !needle, |w| zero_bytes(w ^ pattern))
+}
+
+/// Where the first `%` or `+` is in `hay`.
 fn find_escape(hay: &[u8]) -> Option<usize> {
-    let mut at = 0;
-    while at < hay.len() {
-        let w = word_at(hay, at, b'a');
-        let found = zero_bytes(w ^ (ONES * u64::from(b'%'))) | zero_bytes(w ^ (ONES * u64::from(b'+')));
-        if found != 0 {
-            return Some(at + (found.trailing_zeros() / 8) as usize);
-        }
-        at += 8;
-    }
-    None
+    first_flagged(hay, b'a', escapes)
 }
 
 /// Whether a form value needs nothing done: no `%` or `+` to decode, no
 /// control character to refuse, no non-ASCII byte to check as UTF-8.
 fn is_plain(raw: &[u8]) -> bool {
-    let mut at = 0;
-    while at < raw.len() {
-        let w = word_at(raw, at, b'a');
-        // Below 0x20: the byte minus 0x20 borrows; 0x7f and up: the high
-        // bit is set, or is once 1 is added (a carry out of a byte only
-        // comes from 0xff, itself caught).
+    // Below 0x20: the byte minus 0x20 borrows; 0x7f and up: the high bit
+    // is set, or is once 1 is added (a carry out of a byte only comes from
+    // 0xff, itself caught).
+    let special = |w: u64| {
         let control = w.wrapping_sub(ONES * 0x20) & !w & HIGHS;
         let high = (w | w.wrapping_add(ONES)) & HIGHS;
-        let escape = zero_bytes(w ^ (ONES * u64::from(b'%'))) | zero_bytes(w ^ (ONES * u64::from(b'+')));
-        if control | high | escape != 0 {
-            return false;
-        }
-        at += 8;
-    }
-    true
+        control | high | escapes(w)
+    };
+    first_flagged(raw, b'a', special).is_none()
 }
 
 /// Checks a (lower-cased) parameter name.

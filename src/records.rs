@@ -264,28 +264,17 @@ const TAGS_INLINE: usize = 40;
 impl Tags {
     pub fn new<'a>(tags: impl Iterator<Item = (&'a str, &'a str)> + Clone) -> Tags {
         // Sized first, then copied into place: most pings' tags fit the
-        // inline buffer, built on the stack with the NULs already in it.
-        let len: usize = tags.clone().map(|(name, value)| name.len() + value.len() + 2).sum();
-        let mut packed = [0u8; TAGS_INLINE];
-        let mut heap = Vec::new();
-        let buf: &mut [u8] = if len <= TAGS_INLINE {
-            &mut packed
-        } else {
-            heap.resize(len, 0);
-            &mut heap
-        };
+        // inline buffer, zeroed so the NULs are already there.
+        let len = tags.clone().map(|(name, value)| name.len() + value.len() + 2).sum();
+        let mut packed = SmallVec::from_elem(0, len);
         let mut at = 0;
         for (name, value) in tags {
-            buf[at..at + name.len()].copy_from_slice(name.as_bytes());
+            packed[at..at + name.len()].copy_from_slice(name.as_bytes());
             at += name.len() + 1;
-            buf[at..at + value.len()].copy_from_slice(value.as_bytes());
+            packed[at..at + value.len()].copy_from_slice(value.as_bytes());
             at += value.len() + 1;
         }
-        if len <= TAGS_INLINE {
-            Tags(SmallVec::from_buf_and_len(packed, len))
-        } else {
-            Tags(SmallVec::from_vec(heap))
-        }
+        Tags(packed)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {

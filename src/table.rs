@@ -225,20 +225,8 @@ impl Shard {
         let mut found = self.live_of(caller).filter(|(_, r)| in_scope(r, scope) && is_live(r, now_ms));
         let best = match scope {
             Scope::Key(_) => found.next(),
-            Scope::Campaign { own, .. } => {
-                let mut best: Option<(u128, &Record)> = None;
-                for (uuid, r) in found {
-                    if r.key == own {
-                        best = Some((uuid, r));
-                        break;
-                    }
-                    let rank = |uuid: u128, r: &Record| (r.status != Status::Processing, ids::seq_of(uuid));
-                    if best.is_none_or(|(b, br)| rank(uuid, r) > rank(b, br)) {
-                        best = Some((uuid, r));
-                    }
-                }
-                best
-            }
+            Scope::Campaign { own, .. } => found
+                .max_by_key(|&(uuid, r)| (r.key == own, r.status != Status::Processing, ids::seq_of(uuid))),
         };
         best.map(|(uuid, r)| Live::of(uuid, r))
     }
