@@ -12,10 +12,19 @@
 //! - `records`: the record of every ping, in a ring by sequence number (see
 //!   `records`). A reservation's terms live in its record and nowhere else.
 //! - `live`: an index of the live reservations and pings in flight, 16 bytes
-//!   each: (caller number, sequence number of the record). A ping for a new
-//!   caller probes it and finds nothing without reading any record; the Ping
-//!   Shield's echo and a call's claim read the one record it points at.
+//!   each: (caller number, sequence number of the record and when the wheel
+//!   hands it out). A ping for a new caller probes it and finds nothing
+//!   without reading any record; the Ping Shield's echo and a call's claim
+//!   read the one record it points at.
 //! - `wheel`: the sequence numbers of reservations by expiry time.
+//!
+//! An expiring reservation leaves its index entry behind. Taking it out at
+//! once would cost two cache misses a TTL after the entry was written (its
+//! control byte and its slot, long out of cache), for every reservation:
+//! about a twentieth of a ping. Lookups skip an entry whose record is no
+//! longer live anyway, and the entry says when the wheel hands it out, so
+//! when the index is full, one pass in memory order drops every entry the
+//! wheel has handed out since the last pass, without reading any record.
 //!
 //! Why an index into the records rather than a map of copied terms: at a
 //! million live reservations the index is 1/7 of the size, so the ping path
@@ -40,6 +49,48 @@ use crate::wheel::Wheel;
 
 /// Number of shards: as many as the shard bits of a uuid can name.
 pub const SHARDS: usize = 1 << ids::SHARD_BITS;
+
+/// An entry of the live index: the caller's digits, and a word holding the
+/// record's sequence number (the 40 bits a uuid carries) under the time
+/// from which the wheel has surely handed the reservation out, in units of
+/// 1,024 ms, rounded up, wrapping every 199 days ([`NEVER`] for a ping in
+/// flight, which the wheel does not hold).
+type Entry = (u64, u64);
+
+const SEQ_MASK: u64 = (1 << ids::SEQ_BITS) - 1;
+const UNIT_SHIFT: u32 = 10;
+const DUE_BITS: u32 = 64 - ids::SEQ_BITS;
+const DUE_MASK: u64 = (1 << DUE_BITS) - 1;
+/// The due time of an entry the wheel does not hold.
+const NEVER: u64 = DUE_MASK;
+
+fn entry(caller: u64, seq: u64, due: u64) -> Entry {
+    (caller, (seq & SEQ_MASK) | (due << ids::SEQ_BITS))
+}
+
+fn seq_of(entry: &Entry) -> u64 {
+    entry.1 & SEQ_MASK
+}
+
+/// The due time of an entry for a reservation the wheel holds until
+/// `deadline_ms`.
+fn due(deadline_ms: u64) -> u64 {
+    let units = deadline_ms.div_ceil(1 << UNIT_SHIFT) & DUE_MASK;
+    // One unit later rather than never.
+    if units == NEVER { 0 } else { units }
+}
+
+/// Whether the wheel, at `wheel_ms`, has handed out the reservation of
+/// `entry`: then its record was expired (no longer live) or the entry was
+/// given a later due time, so an entry still saying so is left over. Due
+/// times more than 99 days ahead read as past ones would: no entry is held
+/// by the wheel that long (TTLs are at most a day), and a left-over entry
+/// read as not yet due only stays a while longer.
+fn handed_out(entry: &Entry, wheel_ms: u64) -> bool {
+    let due = entry.1 >> ids::SEQ_BITS;
+    let done = (wheel_ms >> UNIT_SHIFT) & DUE_MASK;
+    due != NEVER && done.wrapping_sub(due) & DUE_MASK < 1 << (DUE_BITS - 1)
+}
 
 /// Which earlier reservations a new ping collides with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -151,9 +202,12 @@ impl Table {
 }
 
 pub struct Shard {
-    /// (caller digits, record sequence number) of every live reservation
-    /// and ping in flight. A caller may have several (one per key).
-    live: HashTable<(u64, u64)>,
+    /// An entry (see [`Entry`]) for every live reservation and ping in
+    /// flight, and the entries of reservations expired since the last sweep.
+    /// A caller may have several (one per key).
+    live: HashTable<Entry>,
+    /// Live reservations and pings in flight: the entries not left over.
+    lives: usize,
     hasher: ahash::RandomState,
     pub records: Records,
     /// Caller → (target, when) of the calls it made, for `dedupe_secs`.
@@ -170,6 +224,7 @@ impl Shard {
     fn new(now_ms: u64) -> Shard {
         Shard {
             live: HashTable::new(),
+            lives: 0,
             hasher: ahash::RandomState::new(),
             records: Records::default(),
             history: AHashMap::new(),
@@ -190,7 +245,7 @@ impl Shard {
         self.live
             .iter_hash(self.hash(digits))
             .filter(move |(c, _)| *c == digits)
-            .filter_map(|&(_, seq)| self.records.by_seq(seq))
+            .filter_map(|e| self.records.by_seq(seq_of(e)))
             .filter(move |(_, r)| r.live && r.caller.digits() == digits)
     }
 
@@ -270,12 +325,40 @@ impl Shard {
     /// Puts a record's sequence number in the live index, and in the wheel
     /// if it is a reservation.
     fn index(&mut self, seq: u64, caller: u64, expires_ms: u64, reservation: bool) {
-        if reservation {
+        let due_at = if reservation {
             self.wheel.insert(expires_ms, seq);
+            // A time the wheel has passed (the clock was set back) is
+            // handed out at its next turn.
+            due(expires_ms.max(self.wheel.now() + 1))
+        } else {
+            NEVER
+        };
+        // Full: drop the left-over entries first, if that frees enough to
+        // matter, rather than grow or rehash with them.
+        let left_over = self.live.len() - self.lives;
+        if self.live.len() == self.live.capacity() && left_over > self.live.len() / 16 {
+            self.sweep();
         }
         let hash = self.hash(caller);
         let hasher = &self.hasher;
-        self.live.insert_unique(hash, (caller, seq), |&(c, _)| hasher.hash_one(c));
+        self.live.insert_unique(hash, entry(caller, seq, due_at), |&(c, _)| hasher.hash_one(c));
+        self.lives += 1;
+    }
+
+    /// Drops the entries of reservations the wheel has handed out: one pass
+    /// over the index in memory order, reading no record.
+    fn sweep(&mut self) {
+        let wheel_ms = self.wheel.now();
+        self.live.retain(|e| !handed_out(e, wheel_ms));
+    }
+
+    /// Gives the entry of `seq` a new due time: the wheel holds its
+    /// reservation until `at_ms` after all.
+    fn redate(&mut self, caller: u64, seq: u64, at_ms: u64) {
+        let hash = self.hash(caller);
+        if let Some(e) = self.live.find_mut(hash, |e| e.0 == caller && seq_of(e) == seq) {
+            *e = entry(caller, seq, due(at_ms));
+        }
     }
 
     /// Takes a live entry out of the index: the reservation was claimed,
@@ -285,10 +368,11 @@ impl Shard {
         let seq = ids::seq_of(uuid);
         let record = self.records.get_mut(uuid).filter(|r| r.live)?;
         record.live = false;
+        self.lives -= 1;
         let live = Live::of(uuid, record);
         let caller = record.caller.digits();
         let hash = self.hash(caller);
-        if let Ok(entry) = self.live.find_entry(hash, |&(c, s)| c == caller && s == seq) {
+        if let Ok(entry) = self.live.find_entry(hash, |e| e.0 == caller && seq_of(e) == seq) {
             entry.remove();
         }
         Some(live)
@@ -311,22 +395,33 @@ impl Shard {
         self.records.newest(|r| r.caller == caller && r.inbound == Some(inbound) && r.target.is_some())
     }
 
-    /// Takes out every live reservation whose expiry time has come.
+    /// Takes out every live reservation whose expiry time has come. Their
+    /// index entries stay until a sweep (see the module's notes).
     pub fn expire(&mut self, now_ms: u64, expired: &mut Vec<Live>) {
         let mut due = std::mem::take(&mut self.due);
         self.wheel.advance(now_ms, &mut due);
         for seq in due.drain(..) {
-            let Some((uuid, record)) = self.records.by_seq(seq) else { continue };
-            if record.live && !is_live(record, now_ms) {
-                expired.extend(self.take_expired(uuid));
-            } else if record.live && record.status.is_reservation() {
+            let Some((uuid, record)) = self.records.by_seq_mut(seq) else { continue };
+            if !record.live {
+                continue;
+            }
+            if !is_live(record, now_ms) {
+                record.live = false;
+                expired.push(Live::of(uuid, record));
+                if record.status.is_reservation() {
+                    record.status = Status::Expired;
+                }
+                self.lives -= 1;
+            } else if record.status.is_reservation() {
                 // Due by the wheel but not by the clock: the clock was set
                 // back, and the wheel's time never goes back. It waits in
                 // the wheel until the clock is past the wheel's time again
                 // (its expiry comes late by the step, its caps held
                 // meanwhile), rather than being handed back every tick.
                 let at = record.expires_ms.max(self.wheel.now() + 1);
+                let caller = record.caller.digits();
                 self.wheel.insert(at, seq);
+                self.redate(caller, seq, at);
             }
         }
         self.due = due;
@@ -361,14 +456,14 @@ impl Shard {
 
     /// Live reservations and pings in flight.
     pub fn live_count(&self) -> usize {
-        self.live.len()
+        self.lives
     }
 
     /// Every live entry, with its caller.
     pub fn lives(&self) -> impl Iterator<Item = (u64, Live)> {
-        self.live.iter().filter_map(|&(caller, seq)| {
-            let (uuid, record) = self.records.by_seq(seq)?;
-            Some((caller, Live::of(uuid, record)))
+        self.live.iter().filter_map(|e| {
+            let (uuid, record) = self.records.by_seq(seq_of(e)).filter(|(_, r)| r.live)?;
+            Some((e.0, Live::of(uuid, record)))
         })
     }
 
@@ -577,9 +672,21 @@ mod tests {
                         prop_assert_eq!(got, due);
                         model.retain(|e| e.3 > now);
                         shard.evict(now, 30, 2, true);
+                        if dt % 3 == 0 {
+                            shard.sweep();
+                        }
                     }
                 }
                 prop_assert_eq!(shard.live_count(), model.len());
+                prop_assert_eq!(shard.lives().count(), model.len());
+                // Every entry of a live record is one of the model's; the
+                // rest are left over from expiries.
+                for e in shard.live.iter() {
+                    let live = shard.records.by_seq(seq_of(e)).filter(|(_, r)| r.live);
+                    if let Some((uuid, _)) = live {
+                        prop_assert!(model.iter().any(|m| m.2 == uuid));
+                    }
+                }
                 for &(caller, key, uuid, expires) in &model {
                     prop_assert!(shard.records.get(uuid).is_some_and(|r| r.live));
                     if expires > now {
@@ -647,10 +754,60 @@ mod tests {
         assert_eq!(shard.live_count(), 1);
         for now in [50_200, 60_000, 99_000] {
             shard.expire(now, &mut expired);
+            // The wheel is past the reservation's expiry time all along,
+            // yet it is live: a sweep leaves its entry.
+            shard.sweep();
+            assert_eq!(shard.live_count(), 1);
+            assert!(shard.live.iter().any(|e| seq_of(e) == ids::seq_of(uuid)), "swept at {now}");
         }
         shard.expire(100_001, &mut expired);
         assert_eq!(expired.iter().map(|l| l.uuid).collect::<Vec<_>>(), [uuid], "never lost");
         assert_eq!(shard.live_count(), 0);
+    }
+
+    /// Expired reservations leave their entries; once the wheel is past
+    /// their due time a sweep takes them all out, and one at capacity comes
+    /// before the index would grow.
+    #[test]
+    fn expired_entries_are_swept_before_the_index_grows() {
+        let mut shard = Shard::new(0);
+        let phone = |n: u64| Phone::from_digits(18_005_550_000 + n).unwrap();
+        let mut expired = Vec::new();
+        for n in 0..1_000 {
+            reserve(&mut shard, phone(n), 1_000);
+        }
+        let capacity = shard.live.capacity();
+        shard.expire(1_000, &mut expired);
+        assert_eq!((expired.len(), shard.live_count(), shard.live.len()), (1_000, 0, 1_000));
+        assert_eq!(shard.lives().count(), 0);
+        // Not yet past their due time, rounded up: a sweep keeps them.
+        shard.sweep();
+        assert_eq!(shard.live.len(), 1_000);
+        shard.expire(2_048, &mut expired);
+        shard.sweep();
+        assert_eq!(shard.live.len(), 0);
+
+        // A TTL's worth of reservations at a time, round after round: the
+        // index is swept when full and never grows.
+        let mut now = 2_048;
+        // (Half the index live at a time: more, and the general table's own
+        // rule grows it once tombstones fill it.)
+        for round in 0..40u64 {
+            for n in 0..500 {
+                reserve(&mut shard, phone(10_000 + round * 1_000 + n), now + 1_000);
+            }
+            now += 2_048;
+            shard.expire(now, &mut expired);
+            assert_eq!(shard.live_count(), 0);
+        }
+        // Left-over entries leave tombstones, which lower the capacity;
+        // growing would have doubled it.
+        assert!(shard.live.capacity() <= capacity, "the index grew");
+        // A new reservation for a caller whose entry was left over is found,
+        // the left-over one not.
+        let uuid = reserve(&mut shard, phone(10_000 + 39 * 1_000), now + 1_000);
+        let scope = Scope::Key(Sym::intern("table-test-key"));
+        assert_eq!(shard.find_live(phone(10_000 + 39 * 1_000), scope, now).map(|l| l.uuid), Some(uuid));
     }
 
     #[test]
