@@ -451,6 +451,7 @@ impl Engine {
             .or_else(|| params.get("source_id").filter(|p| !p.is_empty()))
             .ok_or_else(|| Rejection::bad_request("FAILED must include publisher_id (string)"))?;
         let caller = number_param(params, "caller_number")?;
+        self.table.prefetch(caller);
         let (campaign, rtb_key) = routing.key(key).ok_or_else(|| Rejection::not_found("unknown key"))?;
 
         let inbound = match params.get("inbound_number").filter(|n| !n.is_empty()) {
@@ -488,6 +489,15 @@ impl Engine {
                     return Ok(Pinged::Done(Answer::RateLimited { retry_after_secs }));
                 }
             }
+        }
+
+        // The record, made before the lock is taken: less time holding it,
+        // and more for the index line asked for above to arrive.
+        let mut record = Record::new(now, caller, rtb_key.id, campaign.id, publisher_index);
+        record.tags = Tags::new(params.tags());
+        if publisher_index == 0 {
+            // Past the publishers tracked one by one: keep the id itself.
+            record.extra_mut().publisher = Some(publisher.into());
         }
 
         let shard_index = Table::shard_of_caller(caller);
@@ -529,12 +539,6 @@ impl Engine {
             count_caps: rtb_key.add_to_caps_on_reserved,
         };
         let judged = route::judge(campaign, &ping, &mut flow);
-        let mut record = Record::new(now, caller, rtb_key.id, campaign.id, publisher_index);
-        record.tags = Tags::new(params.tags());
-        if publisher_index == 0 {
-            // Past the publishers tracked one by one: keep the id itself.
-            record.extra_mut().publisher = Some(publisher.into());
-        }
         let origin = Origin { campaign, key: rtb_key, inbound, publisher: publisher_index };
         let routed = match judged {
             Err(verdict) => verdict,

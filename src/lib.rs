@@ -25,6 +25,7 @@
 //! | `webhook`  | bidding webhooks: templates, the shared client, JSON paths |
 //! | `shield`   | Ping Shield limits: surge rates and claim ratios |
 //! | `table`    | the sharded reservation table, indexed by caller and uuid |
+//! | `index`    | the live index of a shard: callers to records, a cache line per probe |
 //! | `wheel`    | the hierarchical timing wheel that expires reservations |
 //! | `records`  | the record of each ping, kept for retention |
 //! | `ids`      | the uuids rtbd issues: shard and record place inside |
@@ -56,6 +57,7 @@ pub mod hours;
 pub mod http;
 pub mod idle;
 pub mod ids;
+pub mod index;
 pub mod json;
 pub mod metrics;
 pub mod params;

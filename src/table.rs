@@ -11,11 +11,12 @@
 //! Inside a shard:
 //! - `records`: the record of every ping, in a ring by sequence number (see
 //!   `records`). A reservation's terms live in its record and nowhere else.
-//! - `live`: an index of the live reservations and pings in flight, 16 bytes
-//!   each: (caller number, sequence number of the record and when the wheel
-//!   hands it out). A ping for a new caller probes it and finds nothing
-//!   without reading any record; the Ping Shield's echo and a call's claim
-//!   read the one record it points at.
+//! - `live`: an index of the live reservations and pings in flight (see
+//!   `index`), 8 bytes each: part of the caller's hash, the record's
+//!   sequence number, and when the wheel hands it out. A ping for a new
+//!   caller probes one cache line of it and finds nothing without reading
+//!   any record; the Ping Shield's echo and a call's claim read the one
+//!   record it points at.
 //! - `wheel`: the sequence numbers of reservations by expiry time.
 //!
 //! An expiring reservation leaves its index entry behind. Taking it out at
@@ -34,13 +35,15 @@
 //! held across an `.await`, and the critical sections are a few hash-table
 //! operations, so a blocking lock is both correct and faster.
 
+use std::sync::Arc;
+
 use ahash::AHashMap;
 use crossbeam::utils::CachePadded;
-use hashbrown::HashTable;
 use parking_lot::{Mutex, MutexGuard};
 use smallvec::SmallVec;
 
 use crate::ids;
+use crate::index::{self, Geometry, Index, NEVER};
 use crate::phone::Phone;
 use crate::records::{Record, Records};
 use crate::status::Status;
@@ -49,48 +52,6 @@ use crate::wheel::Wheel;
 
 /// Number of shards: as many as the shard bits of a uuid can name.
 pub const SHARDS: usize = 1 << ids::SHARD_BITS;
-
-/// An entry of the live index: the caller's digits, and a word holding the
-/// record's sequence number (the 40 bits a uuid carries) under the time
-/// from which the wheel has surely handed the reservation out, in units of
-/// 1,024 ms, rounded up, wrapping every 199 days ([`NEVER`] for a ping in
-/// flight, which the wheel does not hold).
-type Entry = (u64, u64);
-
-const SEQ_MASK: u64 = (1 << ids::SEQ_BITS) - 1;
-const UNIT_SHIFT: u32 = 10;
-const DUE_BITS: u32 = 64 - ids::SEQ_BITS;
-const DUE_MASK: u64 = (1 << DUE_BITS) - 1;
-/// The due time of an entry the wheel does not hold.
-const NEVER: u64 = DUE_MASK;
-
-fn entry(caller: u64, seq: u64, due: u64) -> Entry {
-    (caller, (seq & SEQ_MASK) | (due << ids::SEQ_BITS))
-}
-
-fn seq_of(entry: &Entry) -> u64 {
-    entry.1 & SEQ_MASK
-}
-
-/// The due time of an entry for a reservation the wheel holds until
-/// `deadline_ms`.
-fn due(deadline_ms: u64) -> u64 {
-    let units = deadline_ms.div_ceil(1 << UNIT_SHIFT) & DUE_MASK;
-    // One unit later rather than never.
-    if units == NEVER { 0 } else { units }
-}
-
-/// Whether the wheel, at `wheel_ms`, has handed out the reservation of
-/// `entry`: then its record was expired (no longer live) or the entry was
-/// given a later due time, so an entry still saying so is left over. Due
-/// times more than 99 days ahead read as past ones would: no entry is held
-/// by the wheel that long (TTLs are at most a day), and a left-over entry
-/// read as not yet due only stays a while longer.
-fn handed_out(entry: &Entry, wheel_ms: u64) -> bool {
-    let due = entry.1 >> ids::SEQ_BITS;
-    let done = (wheel_ms >> UNIT_SHIFT) & DUE_MASK;
-    due != NEVER && done.wrapping_sub(due) & DUE_MASK < 1 << (DUE_BITS - 1)
-}
 
 /// Which earlier reservations a new ping collides with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -167,13 +128,32 @@ fn holds(status: Status, expires_ms: u64, now_ms: u64) -> bool {
 
 pub struct Table {
     shards: Box<[CachePadded<Mutex<Shard>>]>,
+    /// Where each shard's live index is, outside the locks (see
+    /// [`Table::prefetch`]).
+    geometry: Box<[Arc<Geometry>]>,
+    /// The hasher of every shard's live index.
+    hasher: ahash::RandomState,
 }
 
 impl Table {
     /// An empty table whose wheels start at `now_ms`.
     pub fn new(now_ms: u64) -> Table {
-        let shards = (0..SHARDS).map(|_| CachePadded::new(Mutex::new(Shard::new(now_ms)))).collect();
-        Table { shards }
+        let hasher = ahash::RandomState::new();
+        let geometry: Box<[Arc<Geometry>]> = (0..SHARDS).map(|_| Arc::default()).collect();
+        let shards = geometry
+            .iter()
+            .map(|g| CachePadded::new(Mutex::new(Shard::new(now_ms, hasher.clone(), g.clone()))))
+            .collect();
+        Table { shards, geometry, hasher }
+    }
+
+    /// Asks the CPU to fetch the line of the live index a ping for
+    /// `caller` will probe first: it comes while the ping does its other
+    /// checks, rather than after it has the shard's lock.
+    #[inline]
+    pub fn prefetch(&self, caller: Phone) {
+        let key = index::key(self.hasher.hash_one(caller.digits()));
+        self.geometry[Self::shard_of_caller(caller)].prefetch(key);
     }
 
     /// The shard of a caller number. A fixed multiplicative hash, not a
@@ -202,10 +182,11 @@ impl Table {
 }
 
 pub struct Shard {
-    /// An entry (see [`Entry`]) for every live reservation and ping in
+    /// An entry (see `index`) for every live reservation and ping in
     /// flight, and the entries of reservations expired since the last sweep.
     /// A caller may have several (one per key).
-    live: HashTable<Entry>,
+    live: Index,
+    geometry: Arc<Geometry>,
     /// Live reservations and pings in flight: the entries not left over.
     lives: usize,
     hasher: ahash::RandomState,
@@ -221,11 +202,12 @@ pub struct Shard {
 }
 
 impl Shard {
-    fn new(now_ms: u64) -> Shard {
+    fn new(now_ms: u64, hasher: ahash::RandomState, geometry: Arc<Geometry>) -> Shard {
         Shard {
-            live: HashTable::new(),
+            live: Index::new(&geometry),
+            geometry,
             lives: 0,
-            hasher: ahash::RandomState::new(),
+            hasher,
             records: Records::default(),
             history: AHashMap::new(),
             history_swept: 0,
@@ -242,10 +224,10 @@ impl Shard {
     /// The records of the caller's live entries, with their uuids.
     fn live_of(&self, caller: Phone) -> impl Iterator<Item = (u128, &Record)> {
         let digits = caller.digits();
+        let next = self.records.next_seq();
         self.live
-            .iter_hash(self.hash(digits))
-            .filter(move |(c, _)| *c == digits)
-            .filter_map(|e| self.records.by_seq(seq_of(e)))
+            .find(index::key(self.hash(digits)))
+            .filter_map(move |e| self.records.by_seq(index::seq_of(e, next)))
             .filter(move |(_, r)| r.live && r.caller.digits() == digits)
     }
 
@@ -325,40 +307,47 @@ impl Shard {
     /// Puts a record's sequence number in the live index, and in the wheel
     /// if it is a reservation.
     fn index(&mut self, seq: u64, caller: u64, expires_ms: u64, reservation: bool) {
-        let due_at = if reservation {
+        let wheel_ms = self.wheel.now();
+        let due = if reservation {
             self.wheel.insert(expires_ms, seq);
             // A time the wheel has passed (the clock was set back) is
             // handed out at its next turn.
-            due(expires_ms.max(self.wheel.now() + 1))
+            index::due(expires_ms.max(wheel_ms + 1), wheel_ms)
         } else {
             NEVER
         };
         // Full: drop the left-over entries first, if that frees enough to
-        // matter, rather than grow or rehash with them.
+        // matter, rather than grow with them.
         let left_over = self.live.len() - self.lives;
-        if self.live.len() == self.live.capacity() && left_over > self.live.len() / 16 {
+        if self.live.len() >= self.live.capacity() && left_over > self.live.len() / 16 {
             self.sweep();
         }
-        let hash = self.hash(caller);
-        let hasher = &self.hasher;
-        self.live.insert_unique(hash, entry(caller, seq, due_at), |&(c, _)| hasher.hash_one(c));
+        let key = index::key(self.hash(caller));
+        self.live.insert(index::entry(key, seq, due), &self.geometry);
         self.lives += 1;
     }
 
-    /// Drops the entries of reservations the wheel has handed out: one pass
-    /// over the index in memory order, reading no record.
+    /// Drops the entries of reservations the wheel has handed out, in one
+    /// pass over the index in memory order. An entry with no due time
+    /// (a ping in flight, or a reservation further ahead than due times
+    /// reach) goes if its record is no longer live.
     fn sweep(&mut self) {
         let wheel_ms = self.wheel.now();
-        self.live.retain(|e| !handed_out(e, wheel_ms));
+        let next = self.records.next_seq();
+        let records = &self.records;
+        self.live.retain(|e| match index::due_of(e) {
+            NEVER => records.by_seq(index::seq_of(e, next)).is_some_and(|(_, r)| r.live),
+            _ => !index::handed_out(e, wheel_ms),
+        });
     }
 
     /// Gives the entry of `seq` a new due time: the wheel holds its
     /// reservation until `at_ms` after all.
     fn redate(&mut self, caller: u64, seq: u64, at_ms: u64) {
-        let hash = self.hash(caller);
-        if let Some(e) = self.live.find_mut(hash, |e| e.0 == caller && seq_of(e) == seq) {
-            *e = entry(caller, seq, due(at_ms));
-        }
+        let key = index::key(self.hash(caller));
+        let next = self.records.next_seq();
+        let due = index::due(at_ms, self.wheel.now());
+        self.live.replace(key, |e| index::seq_of(e, next) == seq, index::entry(key, seq, due));
     }
 
     /// Takes a live entry out of the index: the reservation was claimed,
@@ -370,11 +359,9 @@ impl Shard {
         record.live = false;
         self.lives -= 1;
         let live = Live::of(uuid, record);
-        let caller = record.caller.digits();
-        let hash = self.hash(caller);
-        if let Ok(entry) = self.live.find_entry(hash, |e| e.0 == caller && seq_of(e) == seq) {
-            entry.remove();
-        }
+        let key = index::key(self.hasher.hash_one(record.caller.digits()));
+        let next = self.records.next_seq();
+        self.live.remove(key, |e| index::seq_of(e, next) == seq);
         Some(live)
     }
 
@@ -461,9 +448,10 @@ impl Shard {
 
     /// Every live entry, with its caller.
     pub fn lives(&self) -> impl Iterator<Item = (u64, Live)> {
-        self.live.iter().filter_map(|e| {
-            let (uuid, record) = self.records.by_seq(seq_of(e)).filter(|(_, r)| r.live)?;
-            Some((e.0, Live::of(uuid, record)))
+        let next = self.records.next_seq();
+        self.live.iter().filter_map(move |e| {
+            let (uuid, record) = self.records.by_seq(index::seq_of(e, next)).filter(|(_, r)| r.live)?;
+            Some((record.caller.digits(), Live::of(uuid, record)))
         })
     }
 
@@ -631,7 +619,7 @@ mod tests {
         #[test]
         fn a_shard_agrees_with_a_model(ops in proptest::collection::vec(op(), 1..120)) {
             let keys = [Sym::intern("table-model-a"), Sym::intern("table-model-b")];
-            let mut shard = Shard::new(0);
+            let mut shard = Shard::new(0, ahash::RandomState::new(), Arc::default());
             // (caller, key, uuid, expires) of every entry in the live index.
             let mut model: Vec<(Phone, Sym, u128, u64)> = Vec::new();
             let mut now = 0u64;
@@ -681,8 +669,9 @@ mod tests {
                 prop_assert_eq!(shard.lives().count(), model.len());
                 // Every entry of a live record is one of the model's; the
                 // rest are left over from expiries.
+                let next = shard.records.next_seq();
                 for e in shard.live.iter() {
-                    let live = shard.records.by_seq(seq_of(e)).filter(|(_, r)| r.live);
+                    let live = shard.records.by_seq(index::seq_of(e, next)).filter(|(_, r)| r.live);
                     if let Some((uuid, _)) = live {
                         prop_assert!(model.iter().any(|m| m.2 == uuid));
                     }
@@ -705,7 +694,7 @@ mod tests {
     #[test]
     fn a_restored_shard_never_gives_a_number_twice() {
         let phone = |n: u64| Phone::from_digits(18_005_550_000 + n).unwrap();
-        let mut old = Shard::new(0);
+        let mut old = Shard::new(0, ahash::RandomState::new(), Arc::default());
         let a = reserve(&mut old, phone(1), 1_000);
         let gap = old.new_uuid(0);
         old.add_record(
@@ -721,7 +710,7 @@ mod tests {
             history: vec![],
         };
 
-        let mut new = Shard::new(0);
+        let mut new = Shard::new(0, ahash::RandomState::new(), Arc::default());
         assert!(new.restore(image, 1, |p| p).is_empty());
         let c = reserve(&mut new, phone(3), 1_000);
         assert!(ids::seq_of(c) > ids::seq_of(b), "a restored number given again");
@@ -742,7 +731,7 @@ mod tests {
 
     #[test]
     fn a_reservation_made_after_the_clock_was_set_back_still_expires() {
-        let mut shard = Shard::new(0);
+        let mut shard = Shard::new(0, ahash::RandomState::new(), Arc::default());
         let mut expired = Vec::new();
         shard.expire(100_000, &mut expired);
         // The clock goes back 50 s: a new reservation's expiry is behind
@@ -758,7 +747,8 @@ mod tests {
             // yet it is live: a sweep leaves its entry.
             shard.sweep();
             assert_eq!(shard.live_count(), 1);
-            assert!(shard.live.iter().any(|e| seq_of(e) == ids::seq_of(uuid)), "swept at {now}");
+            let next = shard.records.next_seq();
+            assert!(shard.live.iter().any(|e| index::seq_of(e, next) == ids::seq_of(uuid)), "swept at {now}");
         }
         shard.expire(100_001, &mut expired);
         assert_eq!(expired.iter().map(|l| l.uuid).collect::<Vec<_>>(), [uuid], "never lost");
@@ -770,7 +760,7 @@ mod tests {
     /// before the index would grow.
     #[test]
     fn expired_entries_are_swept_before_the_index_grows() {
-        let mut shard = Shard::new(0);
+        let mut shard = Shard::new(0, ahash::RandomState::new(), Arc::default());
         let phone = |n: u64| Phone::from_digits(18_005_550_000 + n).unwrap();
         let mut expired = Vec::new();
         for n in 0..1_000 {
@@ -790,8 +780,6 @@ mod tests {
         // A TTL's worth of reservations at a time, round after round: the
         // index is swept when full and never grows.
         let mut now = 2_048;
-        // (Half the index live at a time: more, and the general table's own
-        // rule grows it once tombstones fill it.)
         for round in 0..40u64 {
             for n in 0..500 {
                 reserve(&mut shard, phone(10_000 + round * 1_000 + n), now + 1_000);
@@ -800,9 +788,7 @@ mod tests {
             shard.expire(now, &mut expired);
             assert_eq!(shard.live_count(), 0);
         }
-        // Left-over entries leave tombstones, which lower the capacity;
-        // growing would have doubled it.
-        assert!(shard.live.capacity() <= capacity, "the index grew");
+        assert_eq!(shard.live.capacity(), capacity, "the index grew");
         // A new reservation for a caller whose entry was left over is found,
         // the left-over one not.
         let uuid = reserve(&mut shard, phone(10_000 + 39 * 1_000), now + 1_000);
