@@ -118,15 +118,20 @@ pub fn handed_out(entry: Entry, wheel_ms: u64) -> bool {
     done.wrapping_sub(due_of(entry)) & 0xFF < 0x80
 }
 
-/// Where an index's buckets are, readable without the shard's lock: a
-/// ping asks for the cache line it will probe while it does the rest of its
-/// checks, before it takes the lock. Read while the index grows, it names
-/// the old buckets: a prefetch of an address no longer in use is harmless,
+/// Where an index's buckets are, and where its shard's next record goes,
+/// readable without the shard's lock: a ping asks for the cache lines it
+/// will probe and write while it does the rest of its checks, before it
+/// takes the lock. Read while the index grows or the ring moves, it names
+/// the old place: a prefetch of an address no longer in use is harmless,
 /// just useless.
 #[derive(Default)]
+// A line of its own: every insert writes it, pings of any thread read it.
+#[repr(align(64))]
 pub struct Geometry {
     base: AtomicUsize,
     mask: AtomicUsize,
+    /// Where the shard's next record goes (see `records`).
+    slot: AtomicUsize,
 }
 
 impl Geometry {
@@ -135,20 +140,33 @@ impl Geometry {
         self.mask.store(index.mask(), Ordering::Relaxed);
     }
 
-    /// Asks the CPU to fetch the bucket where a probe for `key` starts.
-    #[inline]
-    pub fn prefetch(&self, key: u64) {
-        let (base, mask) = (self.base.load(Ordering::Relaxed), self.mask.load(Ordering::Relaxed));
-        let line = base.wrapping_add((key as usize & mask) * size_of::<Bucket>());
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: a prefetch reads nothing the program sees and cannot
-        // fault, whatever the address; SSE is part of every x86_64 CPU.
-        unsafe {
-            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(line as *const i8)
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = line;
+    pub fn set_slot(&self, slot: usize) {
+        self.slot.store(slot, Ordering::Relaxed);
     }
+
+    /// Asks the CPU to fetch the bucket where a probe for `key` starts,
+    /// and the lines the shard's next record will be written to.
+    #[inline]
+    pub fn prefetch(&self, key: u64, record: usize) {
+        let (base, mask) = (self.base.load(Ordering::Relaxed), self.mask.load(Ordering::Relaxed));
+        prefetch(base.wrapping_add((key as usize & mask) * size_of::<Bucket>()));
+        let slot = self.slot.load(Ordering::Relaxed);
+        for line in (0..record + 63).step_by(64) {
+            prefetch(slot.wrapping_add(line));
+        }
+    }
+}
+
+#[inline(always)]
+fn prefetch(at: usize) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch reads nothing the program sees and cannot fault,
+    // whatever the address; SSE is part of every x86_64 CPU.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_ET0 }>(at as *const i8)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = at;
 }
 
 impl Index {

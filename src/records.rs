@@ -304,6 +304,9 @@ impl Id {
     }
 }
 
+/// Bytes of a record in the ring.
+pub const SLOT_SIZE: usize = size_of::<(Id, Record)>();
+
 /// How long a live reservation at the front of the ring is waited for
 /// rather than moved to the survivors.
 pub const WAIT_FOR_LIVE_MS: u64 = 60_000;
@@ -385,6 +388,14 @@ impl Records {
             None => self.survivors.get_mut(&seq)?,
         };
         Some((uuid.get(), record))
+    }
+
+    /// Where the next record added will be written, if the ring has room
+    /// for it in place (an address, only to prefetch: see `index`).
+    pub fn next_slot(&self) -> usize {
+        let (a, b) = self.ring.as_slices();
+        let last = if b.is_empty() { a } else { b };
+        last.as_ptr().wrapping_add(last.len()) as usize
     }
 
     pub fn get(&self, uuid: u128) -> Option<&Record> {

@@ -153,7 +153,7 @@ impl Table {
     #[inline]
     pub fn prefetch(&self, caller: Phone) {
         let key = index::key(self.hasher.hash_one(caller.digits()));
-        self.geometry[Self::shard_of_caller(caller)].prefetch(key);
+        self.geometry[Self::shard_of_caller(caller)].prefetch(key, crate::records::SLOT_SIZE);
     }
 
     /// The shard of a caller number. A fixed multiplicative hash, not a
@@ -436,6 +436,7 @@ impl Shard {
         let (caller, expires_ms, reservation) =
             (record.caller.digits(), record.expires_ms, record.status.is_reservation());
         self.records.insert(uuid, record);
+        self.geometry.set_slot(self.records.next_slot());
         if live {
             self.index(ids::seq_of(uuid), caller, expires_ms, reservation);
         }
