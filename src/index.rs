@@ -54,6 +54,53 @@ struct Bucket {
     slots: [Entry; SLOTS],
 }
 
+impl Bucket {
+    /// Bit `i` set when slot `i` holds an entry of `key` (an empty slot
+    /// never does: every key has its top bit set).
+    #[inline]
+    fn matches(&self, key: u64) -> u8 {
+        let mut matches = 0;
+        for (i, &entry) in self.slots.iter().enumerate() {
+            matches |= u8::from(key_of(entry) == key) << i;
+        }
+        matches
+    }
+}
+
+/// The entries of one key, bucket by bucket from its home bucket until one
+/// no entry passed.
+pub struct Probe<'a> {
+    buckets: &'a [Bucket],
+    key: u64,
+    at: usize,
+    /// The slots of bucket `at` still to hand out.
+    matches: u8,
+    /// Bucket `at` is the last to look at.
+    last: bool,
+}
+
+impl Iterator for Probe<'_> {
+    type Item = Entry;
+
+    #[inline]
+    fn next(&mut self) -> Option<Entry> {
+        loop {
+            if self.matches != 0 {
+                let slot = self.matches.trailing_zeros() as usize;
+                self.matches &= self.matches - 1;
+                return Some(self.buckets[self.at].slots[slot]);
+            }
+            if self.last {
+                return None;
+            }
+            self.at = (self.at + 1) & (self.buckets.len() - 1);
+            let bucket = &self.buckets[self.at];
+            self.matches = bucket.matches(self.key);
+            self.last = bucket.passed == 0;
+        }
+    }
+}
+
 pub struct Index {
     buckets: Vec<Bucket>,
     len: usize,
@@ -199,20 +246,10 @@ impl Index {
     /// The entries whose key is `key`: the caller's and, rarely, another
     /// caller's with the same key bits.
     #[inline]
-    pub fn find(&self, key: u64) -> impl Iterator<Item = Entry> + '_ {
-        let mask = self.mask();
-        let mut at = key as usize & mask;
-        let mut done = false;
-        std::iter::from_fn(move || {
-            if done {
-                return None;
-            }
-            let bucket = &self.buckets[at];
-            at = (at + 1) & mask;
-            done = bucket.passed == 0;
-            Some(bucket.slots.into_iter().filter(move |&e| e != 0 && key_of(e) == key))
-        })
-        .flatten()
+    pub fn find(&self, key: u64) -> Probe<'_> {
+        let at = key as usize & self.mask();
+        let bucket = &self.buckets[at];
+        Probe { buckets: &self.buckets, key, at, matches: bucket.matches(key), last: bucket.passed == 0 }
     }
 
     /// Adds an entry, growing if it is at its capacity (the caller may
