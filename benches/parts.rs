@@ -4,15 +4,17 @@
 //!
 //! Run: `cargo bench --bench parts`. Results are in the README.
 //!
-//! Last results (2026-12-01, 2-core VM, medians): query string 166 ns
+//! Last results (2026-12-01, 2-core VM, medians): query string 161 ns
 //! (180 ns before a pair's last bytes were read as one word, 206 ns before
 //! form pairs were scanned as words, 330 ns before plain pairs were
-//! borrowed in one pass), JSON body 309 ns, caller number 16 ns;
-//! table of 1M: lookup of a live reservation 230 ns, of a caller with none
-//! 24 ns, a ping in flight added and taken back 819 ns (434 ns to 1.4 µs),
-//! expiry tick 48 µs (75 µs before the wheel's slots kept their buffers);
-//! contended cap count and give back 742 ns; encode 119 ns (133 ns before
-//! the JSON field writers were inlined).
+//! borrowed in one pass), JSON body 311 ns, caller number 15 ns;
+//! table of 1M: lookup of a live reservation 207 ns, of a caller with none
+//! 34 ns, a ping in flight added and taken back 659 ns (392 ns to 1.0 µs),
+//! expiry tick 29 µs; contended cap count and give back 668 ns; encode
+//! 117 ns. Earlier the same day, with a general hash table as the live
+//! index and expired entries taken out one by one: lookups 230 and 24 ns,
+//! added and taken back 819 ns, expiry tick 48 µs (75 µs before the
+//! wheel's slots kept their buffers).
 
 use std::hint::black_box;
 use std::sync::Arc;

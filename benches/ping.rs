@@ -8,10 +8,12 @@
 //!
 //! Run: `cargo bench --bench ping`. Results are in the README (Benchmarks).
 //!
-//! Last results (2026-12-01, 2-core VM, medians): 1 target 1.13 µs, 10
-//! targets 1.17 µs, 100 targets 2.54 µs, 10 targets with shield limits on
-//! 1.19 µs, echo 0.54 µs; shield dedupe hit 14 ns, shield limits 25 ns.
-//! On 2026-11-30's code: 1.22 / 1.37 / 2.83 / 1.39 µs, echo 0.62 µs.
+//! Last results (2026-12-01, 2-core VM, medians): 1 target 0.99 µs, 10
+//! targets 1.06 µs, 100 targets 2.21 µs, 10 targets with shield limits on
+//! 1.11 µs, echo 0.51 µs; shield dedupe hit 14 ns, shield limits 25 ns.
+//! Earlier the same day, before the live index changes: 1.13 / 1.17 /
+//! 2.54 / 1.19 µs, echo 0.54 µs. On 2026-11-30's code: 1.22 / 1.37 / 2.83
+//! / 1.39 µs, echo 0.62 µs.
 
 use std::hint::black_box;
 use std::time::Duration;
