@@ -170,10 +170,9 @@ pub fn handed_out(entry: Entry, wheel_ms: u64) -> bool {
 /// will probe and write while it does the rest of its checks, before it
 /// takes the lock. Read while the index grows or the ring moves, it names
 /// the old place: a prefetch of an address no longer in use is harmless,
-/// just useless.
+/// just useless. The table keeps it in the cache line of the shard's lock
+/// (see `table`).
 #[derive(Default)]
-// A line of its own: every insert writes it, pings of any thread read it.
-#[repr(align(64))]
 pub struct Geometry {
     base: AtomicUsize,
     mask: AtomicUsize,
@@ -182,12 +181,11 @@ pub struct Geometry {
 }
 
 impl Geometry {
-    fn set(&self, index: &Index) {
+    /// Records where `index`'s buckets are and where the next record goes.
+    #[inline]
+    pub fn set(&self, index: &Index, slot: usize) {
         self.base.store(index.buckets.as_ptr() as usize, Ordering::Relaxed);
         self.mask.store(index.mask(), Ordering::Relaxed);
-    }
-
-    pub fn set_slot(&self, slot: usize) {
         self.slot.store(slot, Ordering::Relaxed);
     }
 
@@ -217,13 +215,6 @@ fn prefetch(at: usize) {
 }
 
 impl Index {
-    /// An empty index that keeps `geometry` up to date.
-    pub fn new(geometry: &Geometry) -> Index {
-        let index = Index::default();
-        geometry.set(&index);
-        index
-    }
-
     /// Entries held, left-over ones included.
     pub fn len(&self) -> usize {
         self.len
@@ -253,12 +244,10 @@ impl Index {
     }
 
     /// Adds an entry, growing if it is at its capacity (the caller may
-    /// make room first, see [`Index::capacity`]); a growth is written to
-    /// `geometry`.
-    pub fn insert(&mut self, entry: Entry, geometry: &Geometry) {
+    /// make room first, see [`Index::capacity`]).
+    pub fn insert(&mut self, entry: Entry) {
         if self.len >= self.capacity() {
             self.grow();
-            geometry.set(self);
         }
         self.place(entry);
         self.len += 1;
@@ -416,7 +405,7 @@ mod tests {
                     Op::Insert(h) => {
                         seq += 1;
                         let e = entry(key(h * 0x9E37_79B9), seq, seq % 7);
-                        index.insert(e, &Geometry::default());
+                        index.insert(e);
                         model.push(e);
                     }
                     Op::Remove(n) if !model.is_empty() => {

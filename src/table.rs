@@ -35,12 +35,11 @@
 //! held across an `.await`, and the critical sections are a few hash-table
 //! operations, so a blocking lock is both correct and faster.
 
-use std::sync::Arc;
-
 use ahash::AHashMap;
 use crossbeam::utils::CachePadded;
 use parking_lot::{Mutex, MutexGuard};
 use smallvec::SmallVec;
+use std::ops::{Deref, DerefMut};
 
 use crate::ids;
 use crate::index::{self, Geometry, Index, NEVER};
@@ -127,24 +126,76 @@ fn holds(status: Status, expires_ms: u64, now_ms: u64) -> bool {
 }
 
 pub struct Table {
-    shards: Box<[CachePadded<Mutex<Shard>>]>,
-    /// Where each shard's live index is, outside the locks (see
-    /// [`Table::prefetch`]).
-    geometry: Box<[Arc<Geometry>]>,
+    shards: Box<[CachePadded<Cell>]>,
     /// The hasher of every shard's live index.
     hasher: ahash::RandomState,
+}
+
+/// A shard and its lock, and where its live index and next record are,
+/// for a ping to ask for before it takes the lock (see
+/// [`Table::prefetch`]). `repr(C)` keeps the two in one cache line: the
+/// lock's line moves to the core of each ping of the shard anyway, and
+/// where the index is is written with every record (as the lock is let
+/// go, see [`Locked`]), so in a line of its own it would move too.
+#[repr(C)]
+pub struct Cell {
+    geometry: Geometry,
+    shard: Mutex<Shard>,
+}
+
+impl Cell {
+    #[inline]
+    pub fn lock(&self) -> Locked<'_> {
+        Locked { shard: self.shard.lock(), geometry: &self.geometry }
+    }
+}
+
+/// A locked shard. When it is let go, it first writes where the shard's
+/// live index and next record now are.
+pub struct Locked<'a> {
+    shard: MutexGuard<'a, Shard>,
+    geometry: &'a Geometry,
+}
+
+impl Deref for Locked<'_> {
+    type Target = Shard;
+
+    #[inline]
+    fn deref(&self) -> &Shard {
+        &self.shard
+    }
+}
+
+impl DerefMut for Locked<'_> {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut Shard {
+        &mut self.shard
+    }
+}
+
+impl Drop for Locked<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        self.geometry.set(&self.shard.live, self.shard.records.next_slot());
+    }
 }
 
 impl Table {
     /// An empty table whose wheels start at `now_ms`.
     pub fn new(now_ms: u64) -> Table {
         let hasher = ahash::RandomState::new();
-        let geometry: Box<[Arc<Geometry>]> = (0..SHARDS).map(|_| Arc::default()).collect();
-        let shards = geometry
-            .iter()
-            .map(|g| CachePadded::new(Mutex::new(Shard::new(now_ms, hasher.clone(), g.clone()))))
+        let shards: Box<[CachePadded<Cell>]> = (0..SHARDS)
+            .map(|_| {
+                CachePadded::new(Cell {
+                    geometry: Geometry::default(),
+                    shard: Mutex::new(Shard::new(now_ms, hasher.clone())),
+                })
+            })
             .collect();
-        Table { shards, geometry, hasher }
+        for cell in shards.iter() {
+            drop(cell.lock());
+        }
+        Table { shards, hasher }
     }
 
     /// Asks the CPU to fetch the line of the live index a ping for
@@ -153,7 +204,7 @@ impl Table {
     #[inline]
     pub fn prefetch(&self, caller: Phone) {
         let key = index::key(self.hasher.hash_one(caller.digits()));
-        self.geometry[Self::shard_of_caller(caller)].prefetch(key, crate::records::SLOT_SIZE);
+        self.shards[Self::shard_of_caller(caller)].geometry.prefetch(key, crate::records::SLOT_SIZE);
     }
 
     /// The shard of a caller number. A fixed multiplicative hash, not a
@@ -171,12 +222,12 @@ impl Table {
     }
 
     #[inline]
-    pub fn lock(&self, shard: usize) -> MutexGuard<'_, Shard> {
+    pub fn lock(&self, shard: usize) -> Locked<'_> {
         self.shards[shard % SHARDS].lock()
     }
 
     /// Every shard in turn (for the expiry tick, stats and snapshots).
-    pub fn shards(&self) -> impl Iterator<Item = &Mutex<Shard>> {
+    pub fn shards(&self) -> impl Iterator<Item = &Cell> {
         self.shards.iter().map(|s| &**s)
     }
 }
@@ -186,7 +237,6 @@ pub struct Shard {
     /// flight, and the entries of reservations expired since the last sweep.
     /// A caller may have several (one per key).
     live: Index,
-    geometry: Arc<Geometry>,
     /// Live reservations and pings in flight: the entries not left over.
     lives: usize,
     hasher: ahash::RandomState,
@@ -202,10 +252,9 @@ pub struct Shard {
 }
 
 impl Shard {
-    fn new(now_ms: u64, hasher: ahash::RandomState, geometry: Arc<Geometry>) -> Shard {
+    fn new(now_ms: u64, hasher: ahash::RandomState) -> Shard {
         Shard {
-            live: Index::new(&geometry),
-            geometry,
+            live: Index::default(),
             lives: 0,
             hasher,
             records: Records::default(),
@@ -323,7 +372,7 @@ impl Shard {
             self.sweep();
         }
         let key = index::key(self.hash(caller));
-        self.live.insert(index::entry(key, seq, due), &self.geometry);
+        self.live.insert(index::entry(key, seq, due));
         self.lives += 1;
     }
 
@@ -436,7 +485,6 @@ impl Shard {
         let (caller, expires_ms, reservation) =
             (record.caller.digits(), record.expires_ms, record.status.is_reservation());
         self.records.insert(uuid, record);
-        self.geometry.set_slot(self.records.next_slot());
         if live {
             self.index(ids::seq_of(uuid), caller, expires_ms, reservation);
         }
@@ -620,7 +668,7 @@ mod tests {
         #[test]
         fn a_shard_agrees_with_a_model(ops in proptest::collection::vec(op(), 1..120)) {
             let keys = [Sym::intern("table-model-a"), Sym::intern("table-model-b")];
-            let mut shard = Shard::new(0, ahash::RandomState::new(), Arc::default());
+            let mut shard = Shard::new(0, ahash::RandomState::new());
             // (caller, key, uuid, expires) of every entry in the live index.
             let mut model: Vec<(Phone, Sym, u128, u64)> = Vec::new();
             let mut now = 0u64;
@@ -695,7 +743,7 @@ mod tests {
     #[test]
     fn a_restored_shard_never_gives_a_number_twice() {
         let phone = |n: u64| Phone::from_digits(18_005_550_000 + n).unwrap();
-        let mut old = Shard::new(0, ahash::RandomState::new(), Arc::default());
+        let mut old = Shard::new(0, ahash::RandomState::new());
         let a = reserve(&mut old, phone(1), 1_000);
         let gap = old.new_uuid(0);
         old.add_record(
@@ -711,7 +759,7 @@ mod tests {
             history: vec![],
         };
 
-        let mut new = Shard::new(0, ahash::RandomState::new(), Arc::default());
+        let mut new = Shard::new(0, ahash::RandomState::new());
         assert!(new.restore(image, 1, |p| p).is_empty());
         let c = reserve(&mut new, phone(3), 1_000);
         assert!(ids::seq_of(c) > ids::seq_of(b), "a restored number given again");
@@ -732,7 +780,7 @@ mod tests {
 
     #[test]
     fn a_reservation_made_after_the_clock_was_set_back_still_expires() {
-        let mut shard = Shard::new(0, ahash::RandomState::new(), Arc::default());
+        let mut shard = Shard::new(0, ahash::RandomState::new());
         let mut expired = Vec::new();
         shard.expire(100_000, &mut expired);
         // The clock goes back 50 s: a new reservation's expiry is behind
@@ -761,7 +809,7 @@ mod tests {
     /// before the index would grow.
     #[test]
     fn expired_entries_are_swept_before_the_index_grows() {
-        let mut shard = Shard::new(0, ahash::RandomState::new(), Arc::default());
+        let mut shard = Shard::new(0, ahash::RandomState::new());
         let phone = |n: u64| Phone::from_digits(18_005_550_000 + n).unwrap();
         let mut expired = Vec::new();
         for n in 0..1_000 {
