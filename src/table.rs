@@ -20,12 +20,13 @@
 //! - `wheel`: the sequence numbers of reservations by expiry time.
 //!
 //! An expiring reservation leaves its index entry behind. Taking it out at
-//! once would cost two cache misses a TTL after the entry was written (its
-//! control byte and its slot, long out of cache), for every reservation:
-//! about a twentieth of a ping. Lookups skip an entry whose record is no
-//! longer live anyway, and the entry says when the wheel hands it out, so
-//! when the index is full, one pass in memory order drops every entry the
-//! wheel has handed out since the last pass, without reading any record.
+//! once would cost a cache miss a TTL after the entry was written, for
+//! every reservation. Lookups skip an entry whose record is no longer live
+//! anyway, and the entry says when the wheel hands it out, so when the
+//! index is full, one pass in memory order drops every entry the wheel has
+//! handed out since the last pass, without reading any record. (A
+//! reservation held for more than 50 s is taken out as it expires, as
+//! its entry may carry no due time.)
 //!
 //! Why an index into the records rather than a map of copied terms: at a
 //! million live reservations the index is 1/7 of the size, so the ping path
@@ -35,11 +36,12 @@
 //! held across an `.await`, and the critical sections are a few hash-table
 //! operations, so a blocking lock is both correct and faster.
 
+use std::ops::{Deref, DerefMut};
+
 use ahash::AHashMap;
 use crossbeam::utils::CachePadded;
 use parking_lot::{Mutex, MutexGuard};
 use smallvec::SmallVec;
-use std::ops::{Deref, DerefMut};
 
 use crate::ids;
 use crate::index::{self, Geometry, Index, NEVER};
@@ -408,10 +410,16 @@ impl Shard {
         record.live = false;
         self.lives -= 1;
         let live = Live::of(uuid, record);
-        let key = index::key(self.hasher.hash_one(record.caller.digits()));
+        let caller = record.caller.digits();
+        self.unindex(caller, seq);
+        Some(live)
+    }
+
+    /// Takes the entry of record `seq` out of the live index.
+    fn unindex(&mut self, caller: u64, seq: u64) {
+        let key = index::key(self.hash(caller));
         let next = self.records.next_seq();
         self.live.remove(key, |e| index::seq_of(e, next) == seq);
-        Some(live)
     }
 
     /// Takes a live reservation past its time out of the index, and writes
@@ -448,6 +456,13 @@ impl Shard {
                     record.status = Status::Expired;
                 }
                 self.lives -= 1;
+                // A reservation held longer than due times reach may have
+                // an entry with none (see `index::due`), which a sweep
+                // could only drop by reading its record: it goes now.
+                if record.expires_ms.saturating_sub(record.created_ms) > index::DUE_AHEAD_MS / 2 {
+                    let caller = record.caller.digits();
+                    self.unindex(caller, seq);
+                }
             } else if record.status.is_reservation() {
                 // Due by the wheel but not by the clock: the clock was set
                 // back, and the wheel's time never goes back. It waits in
@@ -843,6 +858,21 @@ mod tests {
         let uuid = reserve(&mut shard, phone(10_000 + 39 * 1_000), now + 1_000);
         let scope = Scope::Key(Sym::intern("table-test-key"));
         assert_eq!(shard.find_live(phone(10_000 + 39 * 1_000), scope, now).map(|l| l.uuid), Some(uuid));
+    }
+
+    /// A reservation held longer than due times reach leaves no entry
+    /// behind when it expires; a short one does, until a sweep.
+    #[test]
+    fn a_long_reservation_is_taken_out_as_it_expires() {
+        let mut shard = Shard::new(0, ahash::RandomState::new());
+        let phone = |n: u64| Phone::from_digits(18_005_550_000 + n).unwrap();
+        reserve(&mut shard, phone(1), 15_000);
+        reserve(&mut shard, phone(2), 600_000);
+        let mut expired = Vec::new();
+        shard.expire(15_000, &mut expired);
+        assert_eq!((expired.len(), shard.live_count(), shard.live.len()), (1, 1, 2));
+        shard.expire(600_000, &mut expired);
+        assert_eq!((expired.len(), shard.live_count(), shard.live.len()), (2, 0, 1));
     }
 
     #[test]
