@@ -492,7 +492,9 @@ impl Engine {
         }
 
         // The record, made before the lock is taken: less time holding it,
-        // and more for the index line asked for above to arrive.
+        // and more for the index line asked for above to arrive. (A ping
+        // echoed or turned away below drops it unused: cheaper than the
+        // wait it saves every other ping.)
         let mut record = Record::new(now, caller, rtb_key.id, campaign.id, publisher_index);
         record.tags = Tags::new(params.tags());
         if publisher_index == 0 {

@@ -79,16 +79,15 @@ pub struct Probe<'a> {
     last: bool,
 }
 
-impl Iterator for Probe<'_> {
-    type Item = Entry;
-
+impl Probe<'_> {
+    /// Where the next entry of the key is: (bucket, slot).
     #[inline]
-    fn next(&mut self) -> Option<Entry> {
+    fn next_position(&mut self) -> Option<(usize, usize)> {
         loop {
             if self.matches != 0 {
                 let slot = self.matches.trailing_zeros() as usize;
                 self.matches &= self.matches - 1;
-                return Some(self.buckets[self.at].slots[slot]);
+                return Some((self.at, slot));
             }
             if self.last {
                 return None;
@@ -98,6 +97,16 @@ impl Iterator for Probe<'_> {
             self.matches = bucket.matches(self.key);
             self.last = bucket.passed == 0;
         }
+    }
+}
+
+impl Iterator for Probe<'_> {
+    type Item = Entry;
+
+    #[inline]
+    fn next(&mut self) -> Option<Entry> {
+        let (at, slot) = self.next_position()?;
+        Some(self.buckets[at].slots[slot])
     }
 }
 
@@ -195,9 +204,13 @@ impl Geometry {
     pub fn prefetch(&self, key: u64, record: usize) {
         let (base, mask) = (self.base.load(Ordering::Relaxed), self.mask.load(Ordering::Relaxed));
         prefetch(base.wrapping_add((key as usize & mask) * size_of::<Bucket>()));
+        // The lines the record spans (its start need not be a line's).
         let slot = self.slot.load(Ordering::Relaxed);
-        for line in (0..record + 63).step_by(64) {
-            prefetch(slot.wrapping_add(line));
+        let last = slot.wrapping_add(record - 1) & !63;
+        let mut line = slot & !63;
+        while line <= last {
+            prefetch(line);
+            line = line.wrapping_add(64);
         }
     }
 }
@@ -291,18 +304,13 @@ impl Index {
     }
 
     fn position(&self, key: u64, matches: &impl Fn(Entry) -> bool) -> Option<(usize, usize)> {
-        let mask = self.mask();
-        let mut at = key as usize & mask;
-        loop {
-            let bucket = &self.buckets[at];
-            if let Some(slot) = bucket.slots.iter().position(|&e| e != 0 && key_of(e) == key && matches(e)) {
+        let mut probe = self.find(key);
+        while let Some((at, slot)) = probe.next_position() {
+            if matches(self.buckets[at].slots[slot]) {
                 return Some((at, slot));
             }
-            if bucket.passed == 0 {
-                return None;
-            }
-            at = (at + 1) & mask;
         }
+        None
     }
 
     /// Empties a slot, and counts its entry out of the buckets it passed.

@@ -382,7 +382,7 @@ impl Records {
         Some((uuid.get(), record))
     }
 
-    pub fn by_seq_mut(&mut self, seq: u64) -> Option<(u128, &mut Record)> {
+    fn by_seq_mut(&mut self, seq: u64) -> Option<(u128, &mut Record)> {
         let (uuid, record) = match self.offset(seq) {
             Some(offset) => self.ring.get_mut(offset)?,
             None => self.survivors.get_mut(&seq)?,

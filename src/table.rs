@@ -405,14 +405,18 @@ impl Shard {
     /// expired or released, or the ping in flight has finished. Its record
     /// stays, with the status it has.
     pub fn take_live(&mut self, uuid: u128) -> Option<Live> {
-        let seq = ids::seq_of(uuid);
+        let (live, caller) = self.unmark(uuid)?;
+        self.unindex(caller, ids::seq_of(uuid));
+        Some(live)
+    }
+
+    /// Marks a live record no longer live, its index entry left where it is
+    /// (see [`Shard::unindex`]). Returns what it held, and its caller.
+    fn unmark(&mut self, uuid: u128) -> Option<(Live, u64)> {
         let record = self.records.get_mut(uuid).filter(|r| r.live)?;
         record.live = false;
         self.lives -= 1;
-        let live = Live::of(uuid, record);
-        let caller = record.caller.digits();
-        self.unindex(caller, seq);
-        Some(live)
+        Some((Live::of(uuid, record), record.caller.digits()))
     }
 
     /// Takes the entry of record `seq` out of the live index.
@@ -427,10 +431,14 @@ impl Shard {
     /// anyway; written, it holds even if the clock is set back.
     pub fn take_expired(&mut self, uuid: u128) -> Option<Live> {
         let live = self.take_live(uuid)?;
+        self.write_expired(uuid);
+        Some(live)
+    }
+
+    fn write_expired(&mut self, uuid: u128) {
         if let Some(record) = self.records.get_mut(uuid).filter(|r| r.status.is_reservation()) {
             record.status = Status::Expired;
         }
-        Some(live)
     }
 
     /// The newest reservation of `caller` on `inbound`, live or not, while
@@ -445,24 +453,21 @@ impl Shard {
         let mut due = std::mem::take(&mut self.due);
         self.wheel.advance(now_ms, &mut due);
         for seq in due.drain(..) {
-            let Some((uuid, record)) = self.records.by_seq_mut(seq) else { continue };
+            let Some((uuid, record)) = self.records.by_seq(seq) else { continue };
             if !record.live {
                 continue;
             }
             if !is_live(record, now_ms) {
-                record.live = false;
-                expired.push(Live::of(uuid, record));
-                if record.status.is_reservation() {
-                    record.status = Status::Expired;
-                }
-                self.lives -= 1;
                 // A reservation held longer than due times reach may have
                 // an entry with none (see `index::due`), which a sweep
                 // could only drop by reading its record: it goes now.
-                if record.expires_ms.saturating_sub(record.created_ms) > index::DUE_AHEAD_MS / 2 {
-                    let caller = record.caller.digits();
+                let long = record.expires_ms.saturating_sub(record.created_ms) > index::DUE_AHEAD_MS / 2;
+                let Some((live, caller)) = self.unmark(uuid) else { continue };
+                self.write_expired(uuid);
+                if long {
                     self.unindex(caller, seq);
                 }
+                expired.push(live);
             } else if record.status.is_reservation() {
                 // Due by the wheel but not by the clock: the clock was set
                 // back, and the wheel's time never goes back. It waits in
