@@ -444,7 +444,7 @@ impl Shard {
     /// The newest reservation of `caller` on `inbound`, live or not, while
     /// its record is kept.
     pub fn last_reservation(&self, caller: Phone, inbound: Phone) -> Option<u128> {
-        self.records.newest(|r| r.caller == caller && r.inbound == Some(inbound) && r.target.is_some())
+        self.records.newest(caller, |r| r.inbound == Some(inbound) && r.target.is_some())
     }
 
     /// Takes out every live reservation whose expiry time has come. Their
