@@ -339,8 +339,11 @@ pub struct Records {
     /// Sequence number of `ring[0]`.
     base: u64,
     /// Records that were live when their turn to go came, and records
-    /// restored from a snapshot, by sequence number.
-    survivors: AHashMap<u64, (Id, Record)>,
+    /// restored from a snapshot, by sequence number. Boxed: a map's slots
+    /// are a power of two, up to twice the entries, and after a restore
+    /// nearly every record is here, so an empty slot costs 8 bytes, not a
+    /// record's 216.
+    survivors: AHashMap<u64, Box<(Id, Record)>>,
     /// When the survivors were last swept.
     swept_ms: u64,
     /// The bound last passed to [`Records::evict`]: the ring's size when
@@ -391,7 +394,7 @@ impl Records {
     pub fn by_seq(&self, seq: u64) -> Option<(u128, &Record)> {
         let (uuid, record) = match self.offset(seq) {
             Some(offset) => self.ring.get(offset)?,
-            None => self.survivors.get(&seq)?,
+            None => &**self.survivors.get(&seq)?,
         };
         Some((uuid.get(), record))
     }
@@ -399,7 +402,7 @@ impl Records {
     fn by_seq_mut(&mut self, seq: u64) -> Option<(u128, &mut Record)> {
         let (uuid, record) = match self.offset(seq) {
             Some(offset) => self.ring.get_mut(offset)?,
-            None => self.survivors.get_mut(&seq)?,
+            None => &mut **self.survivors.get_mut(&seq)?,
         };
         Some((uuid.get(), record))
     }
@@ -445,7 +448,7 @@ impl Records {
             self.callers.push_back(caller_tag(record.caller));
             self.ring.push_back((Id::new(uuid), record));
         } else {
-            self.survivors.insert(seq, (Id::new(uuid), record));
+            self.survivors.insert(seq, Box::new((Id::new(uuid), record)));
         }
     }
 
@@ -497,7 +500,7 @@ impl Records {
             let seq = self.base;
             self.base += 1;
             if record.is_pinned(now_ms) {
-                self.survivors.insert(seq, (uuid, record));
+                self.survivors.insert(seq, Box::new((uuid, record)));
             }
         }
         self.shrink();
@@ -541,6 +544,7 @@ impl Records {
         let survivor = self
             .survivors
             .values()
+            .map(|entry| &**entry)
             .filter(|(_, r)| matches(r))
             .max_by_key(|(_, r)| r.created_ms)
             .map(|(u, r)| (u.get(), r.created_ms));
@@ -560,7 +564,7 @@ impl Records {
                 let mut seqs: Vec<u64> = self
                     .survivors
                     .iter()
-                    .filter(|(_, (_, r))| !r.is_pinned(now_ms))
+                    .filter(|(_, entry)| !entry.1.is_pinned(now_ms))
                     .map(|(&s, _)| s)
                     .collect();
                 if seqs.is_empty() {
@@ -570,7 +574,7 @@ impl Records {
                 self.unpinned = seqs.into();
                 continue;
             };
-            if self.survivors.get(&seq).is_some_and(|(_, r)| !r.is_pinned(now_ms)) {
+            if self.survivors.get(&seq).is_some_and(|entry| !entry.1.is_pinned(now_ms)) {
                 self.survivors.remove(&seq);
                 return true;
             }
@@ -588,7 +592,8 @@ impl Records {
         }
         self.swept_ms = now_ms;
         let mut over = self.len().saturating_sub(max);
-        self.survivors.retain(|_, (_, r)| {
+        self.survivors.retain(|_, entry| {
+            let r = &entry.1;
             let keep =
                 r.is_pinned(now_ms) || (over == 0 && r.created_ms.saturating_add(retention_ms) > now_ms);
             if !keep {
@@ -615,7 +620,7 @@ impl Records {
     /// Every record, for snapshots and stats.
     pub fn iter(&self) -> impl Iterator<Item = (u128, &Record)> {
         let ring = self.ring.iter().map(|(u, r)| (u.get(), r));
-        ring.chain(self.survivors.values().map(|(u, r)| (u.get(), r)))
+        ring.chain(self.survivors.values().map(|entry| (entry.0.get(), &entry.1)))
     }
 }
 
