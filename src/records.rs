@@ -339,10 +339,10 @@ pub struct Records {
     /// Sequence number of `ring[0]`.
     base: u64,
     /// Records that were live when their turn to go came, and records
-    /// restored from a snapshot, by sequence number. Boxed: a map's slots
-    /// are a power of two, up to twice the entries, and after a restore
-    /// nearly every record is here, so an empty slot costs 8 bytes, not a
-    /// record's 216.
+    /// restored from a snapshot, by sequence number. Boxed: a map has a
+    /// power of two of slots, up to twice its entries, and after a restore
+    /// nearly every record is here, so a slot is 16 bytes (key and
+    /// pointer) rather than 216.
     survivors: AHashMap<u64, Box<(Id, Record)>>,
     /// When the survivors were last swept.
     swept_ms: u64,
