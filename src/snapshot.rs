@@ -529,10 +529,15 @@ pub fn read(path: &Path) -> Result<Image, Error> {
 /// The newest good snapshot in `dir`. A bad one is reported (and the next
 /// older tried); if snapshots exist and none is good, that is an error: a
 /// start must never be silently empty.
+///
+/// When an older one is good, the bad ones are renamed with [`BAD_SUFFIX`]:
+/// kept for a look (`rtbd snapshot inspect`), but no longer among the
+/// snapshots, so the next snapshots written do not prune the good one
+/// while keeping a bad one.
 pub fn load_newest(dir: &Path) -> Result<Option<(PathBuf, Image)>, String> {
     let files = list(dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
     let mut failures = Vec::new();
-    for path in &files {
+    for (i, path) in files.iter().enumerate() {
         match read(path) {
             Ok(image) => {
                 if !failures.is_empty() {
@@ -541,6 +546,9 @@ pub fn load_newest(dir: &Path) -> Result<Option<(PathBuf, Image)>, String> {
                         failures.join("; "),
                         path.display()
                     );
+                }
+                for bad in &files[..i] {
+                    set_aside(bad);
                 }
                 return Ok(Some((path.clone(), image)));
             }
@@ -558,6 +566,21 @@ pub fn load_newest(dir: &Path) -> Result<Option<(PathBuf, Image)>, String> {
             dir.display(),
             failures.join("; ")
         ))
+    }
+}
+
+/// Added to the name of a snapshot found bad at start.
+pub const BAD_SUFFIX: &str = ".bad";
+
+/// Renames a bad snapshot out of the list of snapshots.
+fn set_aside(path: &Path) {
+    let mut aside = path.as_os_str().to_owned();
+    aside.push(BAD_SUFFIX);
+    match fs::rename(path, &aside) {
+        Ok(()) => {
+            tracing::warn!("bad snapshot {} renamed to {}", path.display(), Path::new(&aside).display())
+        }
+        Err(e) => tracing::error!("cannot rename the bad snapshot {}: {e}", path.display()),
     }
 }
 

@@ -177,6 +177,17 @@ async fn a_bad_newest_snapshot_falls_back_to_the_previous_good_one() {
         let (status, record) = t.record(&uuid).await;
         assert_eq!(status, 200, "{name}: the good snapshot's record is back");
         assert_eq!(record["status"], "reserved");
+        // The bad one is set aside, so the snapshots written next keep
+        // the good one as the one to fall back to.
+        let mut aside = newer.clone().into_os_string();
+        aside.push(snapshot::BAD_SUFFIX);
+        assert_eq!(std::fs::read(&aside).unwrap(), bytes, "{name}: kept for a look");
+        let (status, _) = t.send(Method::POST, "/admin/snapshot", Some(ADMIN), None).await;
+        assert_eq!(status, 200);
+        let kept = snapshot::list(dir.path()).unwrap();
+        assert_eq!(kept.len(), 2, "{name}: {kept:?}");
+        assert_eq!(kept[1], good_path, "{name}: the good one is still there");
+        assert!(snapshot::read(&kept[0]).is_ok(), "{name}");
     }
 }
 
