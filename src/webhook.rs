@@ -78,6 +78,11 @@ pub enum Escape {
 }
 
 impl Template {
+    /// True if the template holds a placeholder.
+    pub fn has_tags(&self) -> bool {
+        self.0.iter().any(|part| matches!(part, Part::Tag { .. }))
+    }
+
     /// Compiles `text`. A placeholder is `[name]` where `name` starts with a
     /// letter or `_` and holds only `a-z 0-9 _ - .` (any case), and is not
     /// `true`, `false` or `null`; any other `[` is text, so a JSON array
@@ -165,6 +170,14 @@ fn path_range(url: &str) -> std::ops::Range<usize> {
     let end = url[after_scheme..].find(['?', '#']).map_or(url.len(), |i| after_scheme + i);
     let start = url[after_scheme..end].find('/').map_or(end, |i| after_scheme + i);
     start..end
+}
+
+/// The scheme, host and port of an absolute URL: everything before its
+/// path, query or fragment.
+pub fn origin(url: &str) -> &str {
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    let end = url[after_scheme..].find(['/', '?', '#']).map_or(url.len(), |i| after_scheme + i);
+    &url[..end]
 }
 
 /// True if the URL's path holds a `.` or `..` segment.

@@ -266,6 +266,8 @@ weight = 0
             problems(&target, FIXED)
         };
         assert_eq!(hook("url = \"http://b.example/bid?c=[caller_number]\"\nbid_path = \"a.0.b\""), "");
+        // An IPv6 host's brackets are not a placeholder.
+        assert_eq!(hook("url = \"http://[::1]:8080/[zip]?c=[caller_number]\"\nbid_path = \"bid\""), "");
         let cases = [
             (
                 "url = \"ftp://b/[x]\"\nbid_path = \"bid\"",
@@ -273,6 +275,22 @@ weight = 0
             ),
             ("url = \"not a url\"\nbid_path = \"bid\"", "is not an http(s) URL"),
             ("url = \"http://b/a/../bid\"\nbid_path = \"bid\"", "has a '.' or '..' segment"),
+            (
+                "url = \"http://[buyer_host]:8080/bid\"\nbid_path = \"bid\"",
+                "webhook.url: \"http://[buyer_host]:8080/bid\" has a placeholder in its scheme, host or port",
+            ),
+            (
+                "url = \"http://b.example[zip]/bid\"\nbid_path = \"bid\"",
+                "placeholder in its scheme, host or port",
+            ),
+            (
+                "url = \"http://b.example:[port]\"\nbid_path = \"bid\"",
+                "placeholder in its scheme, host or port",
+            ),
+            (
+                "url = \"[scheme]://b.example/\"\nbid_path = \"bid\"",
+                "placeholder in its scheme, host or port",
+            ),
             (
                 "url = \"http://b/\"\nmethod = \"PUT\"\nbid_path = \"bid\"",
                 "webhook.method: \"PUT\" is not GET or POST",

@@ -502,6 +502,17 @@ fn webhook(check: &mut Checker, path: &Path, w: schema::Webhook) -> Webhook {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
         _ => check.error(path.key("url"), format!("{:?} is not an http(s) URL", w.url)),
     }
+    if Template::parse(webhook::origin(&w.url)).has_tags() {
+        // A publisher's tag would choose where the request (and the
+        // buyer's headers, an API key among them) goes.
+        check.error(
+            path.key("url"),
+            format!(
+                "{:?} has a placeholder in its scheme, host or port: only its path and query may have them",
+                w.url
+            ),
+        );
+    }
     if webhook::has_dot_segment(&w.url) {
         // Such segments are taken out of rendered URLs (see `webhook`).
         check.error(
