@@ -101,12 +101,8 @@ pub fn judge(campaign: &Campaign, ping: &Ping<'_, '_>, flow: &mut Flow) -> Resul
         return Err(nobody(Status::NoTarget, Detailed::NoTarget, Detailed::NoTarget.summary().into()));
     }
     if !pricing::any_for(campaign, ping.publisher) {
-        flow.push(Event {
-            at_ms: ping.now_ms,
-            target: None,
-            status: Detailed::Rejected,
-            info: UNPRICEABLE.into(),
-        });
+        // No target is looked at: the record's one step (written with the
+        // verdict) says why.
         return Err(nobody(Status::Rejected, Detailed::Rejected, UNPRICEABLE.into()));
     }
     let mut judged =

@@ -116,6 +116,9 @@ duration_secs = 60
     assert_eq!(body["reason"], "rejected");
     assert_eq!(body["info"], "Unable to determine payout until the call converts");
     assert_eq!(record["status"], "rejected");
+    // One step, saying why: no target was looked at.
+    assert_eq!(flow_statuses(&record), ["rejected"]);
+    assert_eq!(record["call_flow"][0]["target_id"], serde_json::Value::Null);
 }
 
 #[tokio::test]
