@@ -340,6 +340,12 @@ fn dispatch(engine: &Engine, parts: &hyper::http::request::Parts, body: &[u8]) -
         let r = Rejection::new(414, format!("the URL is over {MAX_URI} bytes"));
         return Handled::Response(reply::rejection(&r));
     }
+    if !body.is_empty()
+        && sent_as_json(&parts.headers)
+        && let Err(r) = params::check_json_body(body)
+    {
+        return Handled::Response(reply::rejection(&r));
+    }
     let method = &parts.method;
     let path = uri.path();
     let result = match split(path) {
@@ -404,6 +410,16 @@ fn dispatch(engine: &Engine, parts: &hyper::http::request::Parts, body: &[u8]) -
         _ => Err(Rejection::not_found(format!("no such path: {}", params::truncate(path, 200)))),
     };
     Handled::Response(result.unwrap_or_else(|r| reply::rejection(&r)))
+}
+
+/// True if the request says its body is JSON (`application/json`, or a
+/// `+json` type).
+fn sent_as_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers.get(hyper::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let media = value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    media == "application/json" || (media.starts_with("application/") && media.ends_with("+json"))
 }
 
 /// Splits `/calls/123/end` into (`/calls`, Some(`123/end`)).

@@ -29,6 +29,24 @@ pub const RESERVED: [&str; 7] =
 /// Tags rtbd sets itself; a request's own are dropped.
 pub const RTBD_TAGS: &str = "retreaver_rtb_";
 
+/// The UTF-8 byte order mark some clients put before a body.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// The first byte of a body that is not blank.
+fn first_byte(body: &[u8]) -> Option<&u8> {
+    body.iter().find(|b| !b.is_ascii_whitespace())
+}
+
+/// Checks a body sent as JSON (`content-type: application/json`): the only
+/// JSON a request sends is an object of parameters. Anything else (`null`,
+/// `[1]`, `"text"`) would otherwise be read as a form.
+pub fn check_json_body(body: &[u8]) -> Result<(), Rejection> {
+    match first_byte(body.strip_prefix(BOM).unwrap_or(body)) {
+        None | Some(b'{') => Ok(()),
+        Some(_) => Err(Rejection::bad_request("bad JSON: the body must be an object of parameters, {…}")),
+    }
+}
+
 fn is_reserved(name: &str) -> bool {
     // A match, not `RESERVED.contains`: compiled to a switch on the length.
     let reserved = matches!(
@@ -60,8 +78,10 @@ impl<'a> Params<'a> {
     }
 
     /// Adds a body: JSON if its first non-blank byte is `{`, else a form.
+    /// A UTF-8 byte order mark before it is skipped.
     pub fn add_body(&mut self, body: &'a [u8]) -> Result<(), Rejection> {
-        match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        let body = body.strip_prefix(BOM).unwrap_or(body);
+        match first_byte(body) {
             None => Ok(()),
             Some(b'{') => self.add_json(body),
             Some(_) => self.add_urlencoded(body, Source::Form),

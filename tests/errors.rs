@@ -108,6 +108,36 @@ async fn bad_json_bodies() {
         assert_eq!(answer["status"], "rejected");
         assert!(answer["info"].as_str().unwrap().contains(info), "{body}: {answer}");
     }
+    // A body sent as JSON that is not an object is not read as a form
+    // (where `null` would become a tag), and changes nothing.
+    let query = format!("/rtbs.json?key={KEY}&publisher_id=p&caller_number=8005559876");
+    for body in ["null", "[1]", "\"key\"", " 42", "\u{feff}[]"] {
+        for content_type in ["application/json", "Application/JSON; charset=utf-8", "application/vnd.x+json"]
+        {
+            let (status, answer) =
+                t.send(Method::POST, &query, None, Some((content_type, body.to_owned()))).await;
+            assert_eq!(status, 400, "{body} as {content_type}: {answer}");
+            assert!(answer["info"].as_str().unwrap().contains("must be an object"), "{body}: {answer}");
+        }
+    }
+    // Sent as a form, such a body is a form.
+    let (status, answer) = t
+        .send(Method::POST, &query, None, Some(("application/x-www-form-urlencoded", "null".to_owned())))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let (_, record) = t.record(answer["uuid"].as_str().unwrap()).await;
+    assert_eq!(record["tags"]["null"], "", "{record}");
+    // A byte order mark before the object is skipped.
+    let (status, answer) = t
+        .send(
+            Method::POST,
+            &query.replace("9876", "9877"),
+            None,
+            Some(("application/json", "\u{feff}{\"zip\":\"10001\"}".to_owned())),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["status"], "reserved");
     // Invalid UTF-8 in a JSON string.
     let response =
         t.client.post(t.url("/rtbs.json")).body(b"{\"key\":\"\xff\"}".to_vec()).send().await.unwrap();
