@@ -447,8 +447,8 @@ impl Engine {
         // Who is asking, for whom.
         let publisher = params
             .get("publisher_id")
-            .filter(|p| !p.is_empty())
-            .or_else(|| params.get("source_id").filter(|p| !p.is_empty()))
+            .filter(|p| !is_blank(p))
+            .or_else(|| params.get("source_id").filter(|p| !is_blank(p)))
             .ok_or_else(|| Rejection::bad_request("FAILED must include publisher_id (string)"))?;
         let caller = number_param(params, "caller_number")?;
         self.table.prefetch(caller);
@@ -1171,6 +1171,11 @@ fn required<'p>(params: &'p Params, name: &'static str) -> Result<&'p str, Rejec
         .get(name)
         .filter(|v| !v.is_empty())
         .ok_or_else(|| Rejection::bad_request(format!("FAILED must include {name} (string)")))
+}
+
+/// True for a parameter that says nothing: empty, or only white space.
+fn is_blank(text: &str) -> bool {
+    text.trim().is_empty()
 }
 
 /// A phone-number parameter by name, normalized.

@@ -178,6 +178,8 @@ async fn rejected_requests_change_nothing() {
     for bad in [
         format!("key={KEY}&publisher_id=p&caller_number={caller}&zip=%G1"),
         format!("key={KEY}&caller_number={caller}"),
+        format!("key={KEY}&publisher_id=%20&caller_number={caller}"),
+        format!("key={KEY}&publisher_id=&source_id=%09&caller_number={caller}"),
         format!("key=nope&publisher_id=p&caller_number={caller}"),
     ] {
         let (status, _) = t.ping(&bad).await;
