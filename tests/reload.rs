@@ -163,7 +163,12 @@ async fn a_broken_file_keeps_the_running_config_and_says_where() {
     assert_eq!(status, 422, "{body}");
     let error = body["error"].as_str().unwrap();
     let line = broken.lines().position(|l| l.starts_with("mystery")).unwrap() + 1;
-    assert!(error.contains(&format!("rtbd.toml:{line}:1: unknown field `mystery`")), "{error}");
+    assert!(
+        error.contains(&format!(
+            "rtbd.toml:{line}:1: campaigns[0].targets[0].mystery: unknown field `mystery`"
+        )),
+        "{error}"
+    );
     assert_eq!(body["version"], 1);
     let config = admin_config(&t).await;
     assert_eq!(config["last_error"].as_str(), Some(error));

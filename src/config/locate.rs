@@ -90,6 +90,34 @@ pub fn span_of(text: &str, path: &Path) -> Option<Range<usize>> {
     Some(span)
 }
 
+/// The path of the field at byte `offset` of `text` (where the TOML reader
+/// says a value has the wrong type), the other way from [`span_of`].
+pub fn path_at(text: &str, offset: usize) -> Option<Path> {
+    let doc = DeTable::parse(text).ok()?;
+    in_table(doc.get_ref(), offset, &Path::root())
+}
+
+fn in_table(table: &DeTable, offset: usize, path: &Path) -> Option<Path> {
+    table.iter().find_map(|(k, v)| {
+        let path = path.key(k.get_ref());
+        in_value(v, offset, &path).or_else(|| k.span().contains(&offset).then_some(path))
+    })
+}
+
+/// The deepest field of `value` at `offset`. Tables made from headers have
+/// no span of their own, so every part is looked into, not only the one
+/// whose span holds the offset.
+fn in_value(value: &Spanned<DeValue>, offset: usize, path: &Path) -> Option<Path> {
+    let deeper = match value.get_ref() {
+        DeValue::Table(t) => in_table(t, offset, path),
+        DeValue::Array(items) => {
+            items.iter().enumerate().find_map(|(i, item)| in_value(item, offset, &path.index(i)))
+        }
+        _ => None,
+    };
+    deeper.or_else(|| value.span().contains(&offset).then(|| path.clone()))
+}
+
 /// 1-based line and column of a byte offset.
 pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(text.len());

@@ -74,7 +74,11 @@ pub fn parse_with_env(
     let mut file: schema::File = toml::from_str(text).map_err(|e| {
         let at = e.span().map_or(String::new(), |span| {
             let (line, col) = locate::line_col(text, span.start);
-            format!("{line}:{col}: ")
+            // A value of the wrong type: say which field it is.
+            match locate::path_at(text, span.start).filter(|p| *p != locate::Path::root()) {
+                Some(path) => format!("{line}:{col}: {path}: "),
+                None => format!("{line}:{col}: "),
+            }
         });
         ConfigError {
             source: source.to_owned(),
@@ -128,7 +132,30 @@ mod tests {
         let text = "[server]\nlisten = \"127.0.0.1:1\"\nlisten_port = 3\n";
         let err = parse_with_env(text, "x.toml", no_env).unwrap_err();
         assert_eq!(err.problems.len(), 1);
-        assert!(err.problems[0].starts_with("x.toml:3:1: unknown field `listen_port`"), "{err}");
+        assert!(
+            err.problems[0].starts_with("x.toml:3:1: server.listen_port: unknown field `listen_port`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_names_its_field() {
+        let cases = [
+            ("[server]\nlisten = 5\n", "x.toml:2:10: server.listen: invalid type: integer `5`"),
+            (
+                "[[campaigns]]\nid = \"c\"\n[[campaigns]]\nid = \"d\"\n[[campaigns.targets]]\nid = \"t\"\ncaps = { daily = -1 }\n",
+                "x.toml:7:18: campaigns[1].targets[0].caps.daily: invalid value: integer `-1`",
+            ),
+            ("[[campaigns]]\nid = [1]\n", "x.toml:2:6: campaigns[0].id: invalid type: sequence"),
+            ("bogus = 1\n", "x.toml:1:1: bogus: unknown field `bogus`"),
+        ];
+        for (text, expected) in cases {
+            let err = parse_with_env(text, "x.toml", no_env).unwrap_err();
+            assert!(err.problems[0].starts_with(expected), "{text}:\n  got {err}\n  want {expected}");
+        }
+        // A syntax error has no field to name.
+        let err = parse_with_env("[server\n", "x.toml", no_env).unwrap_err();
+        assert!(err.problems[0].starts_with("x.toml:1:8: unclosed table"), "{err}");
     }
 
     #[test]
