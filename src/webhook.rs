@@ -166,9 +166,8 @@ fn is_dot_segment(segment: &str) -> bool {
 /// The path of an absolute URL (after the host, before `?` or `#`), as a
 /// byte range.
 fn path_range(url: &str) -> std::ops::Range<usize> {
-    let after_scheme = url.find("://").map_or(0, |i| i + 3);
-    let end = url[after_scheme..].find(['?', '#']).map_or(url.len(), |i| after_scheme + i);
-    let start = url[after_scheme..end].find('/').map_or(end, |i| after_scheme + i);
+    let start = origin(url).len();
+    let end = url[start..].find(['?', '#']).map_or(url.len(), |i| start + i);
     start..end
 }
 
