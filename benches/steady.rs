@@ -16,10 +16,11 @@
 //! run at the same time on the other core, 1.58 to 1.87 µs. Earlier the
 //! same day: 1.67 to 1.82 µs, and 2026-11-30's code 1.74 to 1.85 µs. In
 //! three paired runs against the code before plain form pairs were
-//! borrowed in one pass: 2.09 → 1.91, 2.12 → 2.05, 2.11 → 2.04 µs. On 2026-11-30 (1.9 to 2.05 µs then), two
-//! threads: 2.40 µs (the thread that also runs the tick) and 1.93 µs, with
-//! 1.95 µs for one thread in the same session: sharing the engine between
-//! two cores adds about 0.2 µs per ping.
+//! borrowed in one pass: 2.09 → 1.91, 2.12 → 2.05, 2.11 → 2.04 µs. On
+//! 2026-11-30 (1.9 to 2.05 µs then), two threads: 2.40 µs (the thread
+//! that also runs the tick) and 1.93 µs, with 1.95 µs for one thread in
+//! the same session: sharing the engine between two cores adds about
+//! 0.2 µs per ping.
 
 use std::time::{Duration, Instant};
 

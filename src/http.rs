@@ -418,8 +418,12 @@ fn sent_as_json(headers: &HeaderMap) -> bool {
     let Some(value) = headers.get(hyper::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
         return false;
     };
-    let media = value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
-    media == "application/json" || (media.starts_with("application/") && media.ends_with("+json"))
+    // Compared without case and without a copy: a ping may carry a body.
+    let media = value.split(';').next().unwrap_or_default().trim();
+    let (kind, subtype) = media.split_once('/').unwrap_or_default();
+    let suffix = subtype.len().checked_sub(5).and_then(|i| subtype.get(i..)).unwrap_or_default();
+    kind.eq_ignore_ascii_case("application")
+        && (subtype.eq_ignore_ascii_case("json") || suffix.eq_ignore_ascii_case("+json"))
 }
 
 /// Splits `/calls/123/end` into (`/calls`, Some(`123/end`)).

@@ -339,17 +339,22 @@ impl Index {
 
     /// Every entry.
     pub fn iter(&self) -> impl Iterator<Item = Entry> + '_ {
-        self.buckets.iter().flat_map(|b| b.slots).filter(|&e| e != 0)
+        entries(&self.buckets)
     }
 
     /// Doubles the buckets and places every entry again.
     fn grow(&mut self) {
         let size = self.buckets.len() * 2;
         let old = std::mem::replace(&mut self.buckets, vec![Bucket::default(); size]);
-        for entry in old.iter().flat_map(|b| b.slots).filter(|&e| e != 0) {
+        for entry in entries(&old) {
             self.place(entry);
         }
     }
+}
+
+/// The entries held in `buckets`, in memory order.
+fn entries(buckets: &[Bucket]) -> impl Iterator<Item = Entry> + '_ {
+    buckets.iter().flat_map(|b| b.slots).filter(|&e| e != 0)
 }
 
 #[cfg(test)]

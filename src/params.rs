@@ -32,6 +32,11 @@ pub const RTBD_TAGS: &str = "retreaver_rtb_";
 /// The UTF-8 byte order mark some clients put before a body.
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
+/// A body without the byte order mark before it, if it has one.
+fn without_bom(body: &[u8]) -> &[u8] {
+    body.strip_prefix(BOM).unwrap_or(body)
+}
+
 /// The first byte of a body that is not blank.
 fn first_byte(body: &[u8]) -> Option<&u8> {
     body.iter().find(|b| !b.is_ascii_whitespace())
@@ -41,7 +46,7 @@ fn first_byte(body: &[u8]) -> Option<&u8> {
 /// JSON a request sends is an object of parameters. Anything else (`null`,
 /// `[1]`, `"text"`) would otherwise be read as a form.
 pub fn check_json_body(body: &[u8]) -> Result<(), Rejection> {
-    match first_byte(body.strip_prefix(BOM).unwrap_or(body)) {
+    match first_byte(without_bom(body)) {
         None | Some(b'{') => Ok(()),
         Some(_) => Err(Rejection::bad_request("bad JSON: the body must be an object of parameters, {…}")),
     }
@@ -80,7 +85,7 @@ impl<'a> Params<'a> {
     /// Adds a body: JSON if its first non-blank byte is `{`, else a form.
     /// A UTF-8 byte order mark before it is skipped.
     pub fn add_body(&mut self, body: &'a [u8]) -> Result<(), Rejection> {
-        let body = body.strip_prefix(BOM).unwrap_or(body);
+        let body = without_bom(body);
         match first_byte(body) {
             None => Ok(()),
             Some(b'{') => self.add_json(body),
