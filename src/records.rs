@@ -313,6 +313,17 @@ fn caller_tag(caller: Phone) -> u32 {
     (digits ^ (digits >> 32)) as u32
 }
 
+/// Takes survivor `seq` of `caller` out of the survivors' caller tags.
+fn forget_survivor(callers: &mut AHashMap<u32, SmallVec<[u64; 1]>>, caller: Phone, seq: u64) {
+    let tag = caller_tag(caller);
+    if let Some(seqs) = callers.get_mut(&tag) {
+        seqs.retain(|s| *s != seq);
+        if seqs.is_empty() {
+            callers.remove(&tag);
+        }
+    }
+}
+
 /// Bytes of a record in the ring.
 pub const SLOT_SIZE: usize = size_of::<(Id, Record)>();
 
@@ -344,6 +355,10 @@ pub struct Records {
     /// nearly every record is here, so a slot is 16 bytes (key and
     /// pointer) rather than 216.
     survivors: AHashMap<u64, Box<(Id, Record)>>,
+    /// The survivors' sequence numbers by caller tag: a search by caller
+    /// reads only the survivors of its tag, not every one (after a
+    /// restore, that is nearly every record of the shard).
+    survivor_callers: AHashMap<u32, SmallVec<[u64; 1]>>,
     /// When the survivors were last swept.
     swept_ms: u64,
     /// The bound last passed to [`Records::evict`]: the ring's size when
@@ -407,6 +422,17 @@ impl Records {
         Some((uuid.get(), record))
     }
 
+    fn add_survivor(&mut self, seq: u64, entry: (Id, Record)) {
+        self.survivor_callers.entry(caller_tag(entry.1.caller)).or_default().push(seq);
+        self.survivors.insert(seq, Box::new(entry));
+    }
+
+    fn remove_survivor(&mut self, seq: u64) {
+        if let Some(entry) = self.survivors.remove(&seq) {
+            forget_survivor(&mut self.survivor_callers, entry.1.caller, seq);
+        }
+    }
+
     /// Where the next record added will be written, if the ring has room
     /// for it in place (an address, only to prefetch: see `index`).
     pub fn next_slot(&self) -> usize {
@@ -448,7 +474,7 @@ impl Records {
             self.callers.push_back(caller_tag(record.caller));
             self.ring.push_back((Id::new(uuid), record));
         } else {
-            self.survivors.insert(seq, Box::new((Id::new(uuid), record)));
+            self.add_survivor(seq, (Id::new(uuid), record));
         }
     }
 
@@ -500,7 +526,7 @@ impl Records {
             let seq = self.base;
             self.base += 1;
             if record.is_pinned(now_ms) {
-                self.survivors.insert(seq, Box::new((uuid, record)));
+                self.add_survivor(seq, (uuid, record));
             }
         }
         self.shrink();
@@ -541,9 +567,10 @@ impl Records {
             }
             end = at;
         };
-        let survivor = self
-            .survivors
-            .values()
+        let seqs = self.survivor_callers.get(&tag).map_or(&[][..], |seqs| &seqs[..]);
+        let survivor = seqs
+            .iter()
+            .filter_map(|seq| self.survivors.get(seq))
             .map(|entry| &**entry)
             .filter(|(_, r)| matches(r))
             .max_by_key(|(_, r)| r.created_ms)
@@ -575,15 +602,15 @@ impl Records {
                 continue;
             };
             if self.survivors.get(&seq).is_some_and(|entry| !entry.1.is_pinned(now_ms)) {
-                self.survivors.remove(&seq);
+                self.remove_survivor(seq);
                 return true;
             }
         }
     }
 
-    /// Drops survivors that have ended, when past retention or over `max`.
-    /// Survivors are few, except after a restore: they are swept at most
-    /// once a second.
+    /// Drops survivors that have ended, when past retention or over `max`
+    /// (then the oldest first). Survivors are few, except after a restore:
+    /// they are swept at most once a second.
     pub fn evict_survivors(&mut self, now_ms: u64, retention_ms: u64, max: usize) {
         // A clock set back counts as due: the sweep does not wait for the
         // clock to get back to where it was.
@@ -591,13 +618,13 @@ impl Records {
             return;
         }
         self.swept_ms = now_ms;
-        let mut over = self.len().saturating_sub(max);
-        self.survivors.retain(|_, entry| {
+        while self.len() > max && self.drop_oldest_survivor(now_ms) {}
+        let callers = &mut self.survivor_callers;
+        self.survivors.retain(|&seq, entry| {
             let r = &entry.1;
-            let keep =
-                r.is_pinned(now_ms) || (over == 0 && r.created_ms.saturating_add(retention_ms) > now_ms);
+            let keep = r.is_pinned(now_ms) || r.created_ms.saturating_add(retention_ms) > now_ms;
             if !keep {
-                over = over.saturating_sub(1);
+                forget_survivor(callers, r.caller, seq);
             }
             keep
         });
@@ -606,6 +633,7 @@ impl Records {
         // left.
         if self.survivors.capacity() > 4 * self.survivors.len() + 64 {
             self.survivors.shrink_to_fit();
+            self.survivor_callers.shrink_to_fit();
         }
     }
 
@@ -709,14 +737,23 @@ mod tests {
         /// every record kept answers.
         #[test]
         fn newest_agrees_with_a_scan_of_every_record(
+            restored in proptest::collection::vec((0..3usize, 0..4u8), 0..24),
             ops in proptest::collection::vec((0..3usize, 0..4u8, proptest::option::of(0..12usize)), 1..120),
         ) {
             let callers = colliding_callers();
+            let statuses = [Status::NoTarget, Status::Reserved, Status::Expired, Status::Claimed];
             let mut store = Records::default();
+            // Restored records: sequence numbers with gaps, all survivors.
+            for (i, &(caller, kind)) in restored.iter().enumerate() {
+                let mut r = record(i as u64, statuses[usize::from(kind)]);
+                r.caller = callers[caller];
+                store.insert(ids::new_uuid(0, 1_000 + 2 * i as u64), r);
+            }
+            store.resume_after(1_000 + 2 * restored.len() as u64);
             let mut now = 0;
             for (caller, kind, evict_to) in ops {
                 now += 10;
-                let status = [Status::NoTarget, Status::Reserved, Status::Expired, Status::Claimed][usize::from(kind)];
+                let status = statuses[usize::from(kind)];
                 let mut r = record(now, status);
                 r.caller = callers[caller];
                 // Live reservations: some the store waits for at the
@@ -730,7 +767,10 @@ mod tests {
                 store.insert(ids::new_uuid(0, store.next_seq()), r);
                 if let Some(max) = evict_to {
                     store.evict(now, 1_000_000, max);
+                    // Survivors past a short retention, or over the bound.
+                    store.evict_survivors(now, 300, max);
                 }
+                proptest::prop_assert!(store.survivor_tags_agree());
                 for caller in callers {
                     for pick in [Status::Reserved, Status::Expired, Status::NoTarget] {
                         let matches = |r: &Record| r.status == pick;
@@ -743,6 +783,20 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    impl Records {
+        /// Every survivor is listed once under its caller's tag, and
+        /// nothing else is.
+        fn survivor_tags_agree(&self) -> bool {
+            let listed: usize = self.survivor_callers.values().map(|seqs| seqs.len()).sum();
+            listed == self.survivors.len()
+                && self.survivors.iter().all(|(seq, entry)| {
+                    self.survivor_callers
+                        .get(&caller_tag(entry.1.caller))
+                        .is_some_and(|seqs| seqs.iter().filter(|s| *s == seq).count() == 1)
+                })
         }
     }
 
