@@ -870,6 +870,11 @@ impl Engine {
             return Err(expired());
         }
         let Some(target) = target else { return Err(dead_line()) };
+        // All that can turn the call away is read before anything is
+        // counted or taken.
+        let Some(transfer) = shard.records.get(uuid).and_then(|r| r.transfer()) else {
+            return Err(dead_line());
+        };
         if counted.is_none()
             && let Err(full) = self.count(&routing, target, now)
         {
@@ -878,7 +883,6 @@ impl Engine {
         }
         let live = shard.take_live(uuid).ok_or_else(dead_line)?;
         let record = shard.records.get_mut(uuid).ok_or_else(dead_line)?;
-        let transfer = record.transfer().ok_or_else(dead_line)?;
         record.status = Status::Claimed;
         record.push(now, Some(target), Detailed::Claimed, Info::None);
         let key = record.key;
