@@ -116,18 +116,19 @@ impl Windowed {
     /// Counts one in `window` unless that would pass `cap`, and returns the
     /// window it counted in. A count that comes late, with a time from the
     /// window just before the one this counter is in (its clock was read
-    /// before another thread counted in the next window), counts in the
-    /// newer window: resetting the count to the older window would let the
-    /// newer one pass its cap. The later give-back of such a count finds
-    /// its own window gone and takes nothing back, so the slot stays used
-    /// until the window ends: erring towards fewer calls, never more. Any
-    /// other window (a new one, or one further back: the target's time
-    /// zone changed, or the clock was set back) starts from zero.
+    /// before another thread counted in the next window), or two before
+    /// (the next local hour after a spring-forward change skips one),
+    /// counts in the newer window: resetting the count to the older window
+    /// would let the newer one pass its cap. The later give-back of such a
+    /// count finds its own window gone and takes nothing back, so the slot
+    /// stays used until the window ends: erring towards fewer calls, never
+    /// more. Any other window (a new one, or one further back: the target's
+    /// time zone changed, or the clock was set back) starts from zero.
     fn try_add(&self, window: u32, cap: Option<u32>) -> Option<u32> {
         let mut current = self.0.load(Ordering::Acquire);
         loop {
             let (w, n) = unpack(current);
-            let late = window.checked_add(1) == Some(w);
+            let late = w > window && w - window <= 2;
             let (window, n) = if w == window || late { (w, n) } else { (window, 0) };
             if cap.is_some_and(|cap| n >= cap) || n == u32::MAX {
                 return None;
@@ -324,6 +325,23 @@ mod tests {
     }
 
     #[test]
+    fn a_late_count_across_a_skipped_hour_never_resets_the_newer_one() {
+        // Clocks go forward at 02:00: local hour numbers go from 01:xx to
+        // 03:xx, two apart. A count whose clock was read at 01:59:59.999
+        // lands after one at 03:00.
+        let zone = Zone::get("America/New_York", 1_741_503_600_000).unwrap();
+        let before = Windows::at(&zone, 1_741_503_599_999); // 2025-03-09 01:59:59.999 EST
+        let after = Windows::at(&zone, 1_741_503_600_000); // 03:00:00 EDT
+        assert_eq!(after.hour - before.hour, 2);
+        let c = Counters::default();
+        let limits = Limits { hourly: Some(1), ..Limits::default() };
+        assert!(c.try_count(&limits, after).is_ok());
+        assert_eq!(c.try_count(&limits, before), Err(Full::Hourly));
+        assert_eq!(c.hourly.get(after.hour), 1);
+        assert_eq!(c.try_count(&limits, after), Err(Full::Hourly), "the 03:00 hour stays full");
+    }
+
+    #[test]
     fn a_late_count_never_resets_a_newer_window() {
         let c = Counters::default();
         let limits = Limits { hourly: Some(2), daily: Some(3), ..Limits::default() };
@@ -343,9 +361,9 @@ mod tests {
         let tight = Limits { hourly: Some(5), daily: Some(2), ..Limits::default() };
         assert_eq!(c.try_count(&tight, W), Err(Full::Daily));
         assert_eq!(c.hourly.get(next.hour), 2);
-        // Two hours back is another time base (a new time zone), not a late
-        // count: it starts from zero, as a new window does.
-        let earlier = Windows { hour: 9, day: 5, month: 1 };
+        // Three hours back is another time base (a new time zone), not a
+        // late count: it starts from zero, as a new window does.
+        let earlier = Windows { hour: 8, day: 5, month: 1 };
         assert!(c.try_count(&limits, earlier).is_ok());
         assert_eq!(c.hourly.get(earlier.hour), 1);
     }
