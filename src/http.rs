@@ -340,34 +340,30 @@ fn dispatch(engine: &Engine, parts: &hyper::http::request::Parts, body: &[u8]) -
         let r = Rejection::new(414, format!("the URL is over {MAX_URI} bytes"));
         return Handled::Response(reply::rejection(&r));
     }
-    if !body.is_empty()
-        && sent_as_json(&parts.headers)
-        && let Err(r) = params::check_json_body(body)
-    {
-        return Handled::Response(reply::rejection(&r));
-    }
+    let input = Input { query: uri.query(), body, json: !body.is_empty() && sent_as_json(&parts.headers) };
     let method = &parts.method;
     let path = uri.path();
     let result = match split(path) {
         ("/rtbs.json", None) => match *method {
-            Method::POST => match ping(engine, uri.query(), body) {
+            Method::POST => match ping(engine, &input) {
                 Ok(handled) => return handled,
                 Err(r) => Err(r),
             },
             _ => return Handled::Response(not_allowed("POST")),
         },
         ("/rtbs", Some(rest)) if rest.ends_with(".json") => match *method {
-            Method::PUT | Method::PATCH => confirm(engine, &rest[..rest.len() - 5], uri.query(), body),
+            Method::PUT | Method::PATCH => confirm(engine, &rest[..rest.len() - 5], &input),
             _ => return Handled::Response(not_allowed("PUT, PATCH")),
         },
         ("/calls", None) => match *method {
-            Method::POST => authorized(engine, &parts.headers, Token::Switch)
-                .and_then(|()| claim(engine, uri.query(), body)),
+            Method::POST => {
+                authorized(engine, &parts.headers, Token::Switch).and_then(|()| claim(engine, &input))
+            }
             _ => return Handled::Response(not_allowed("POST")),
         },
         ("/calls", Some(rest)) if rest.ends_with("/end") => match *method {
             Method::POST => authorized(engine, &parts.headers, Token::Switch)
-                .and_then(|()| end(engine, &rest[..rest.len() - 4], uri.query(), body)),
+                .and_then(|()| end(engine, &rest[..rest.len() - 4], &input)),
             _ => return Handled::Response(not_allowed("POST")),
         },
         ("/call_reservations", Some(id)) => match *method {
@@ -410,6 +406,26 @@ fn dispatch(engine: &Engine, parts: &hyper::http::request::Parts, body: &[u8]) -
         _ => Err(Rejection::not_found(format!("no such path: {}", params::truncate(path, 200)))),
     };
     Handled::Response(result.unwrap_or_else(|r| reply::rejection(&r)))
+}
+
+/// What a request says beyond its method and path.
+struct Input<'a> {
+    query: Option<&'a str>,
+    body: &'a [u8],
+    /// The body was sent as JSON.
+    json: bool,
+}
+
+impl<'a> Input<'a> {
+    /// The parameters of the query and the body. A body sent as JSON must
+    /// be an object; checked here, by the handlers that read it, so a bad
+    /// body on an unknown path is still a 404 and without a token a 401.
+    fn params(&self) -> Result<Params<'a>, Rejection> {
+        if self.json {
+            params::check_json_body(self.body)?;
+        }
+        Params::parse(self.query, self.body)
+    }
 }
 
 /// True if the request says its body is JSON (`application/json`, or a
@@ -486,9 +502,9 @@ fn authorized(engine: &Engine, headers: &HeaderMap, token: Token) -> Result<(), 
 }
 
 /// `POST /rtbs.json`: the hot path.
-fn ping(engine: &Engine, query: Option<&str>, body: &[u8]) -> Result<Handled, Rejection> {
+fn ping(engine: &Engine, input: &Input<'_>) -> Result<Handled, Rejection> {
     let started = Instant::now();
-    let params = Params::parse(query, body)?;
+    let params = input.params()?;
     let routing = engine.routing();
     Ok(match engine.ping(&routing, &params)? {
         Pinged::Done(answer) => {
@@ -501,8 +517,8 @@ fn ping(engine: &Engine, query: Option<&str>, body: &[u8]) -> Result<Handled, Re
 }
 
 /// `PUT|PATCH /rtbs/{uuid}.json`.
-fn confirm(engine: &Engine, id: &str, query: Option<&str>, body: &[u8]) -> Result<Response<Body>, Rejection> {
-    let params = Params::parse(query, body)?;
+fn confirm(engine: &Engine, id: &str, input: &Input<'_>) -> Result<Response<Body>, Rejection> {
+    let params = input.params()?;
     let uuid = engine::parse_uuid(id)?;
     let key = params
         .get("key")
@@ -519,25 +535,35 @@ fn confirm(engine: &Engine, id: &str, query: Option<&str>, body: &[u8]) -> Resul
 }
 
 /// `POST /calls`.
-fn claim(engine: &Engine, query: Option<&str>, body: &[u8]) -> Result<Response<Body>, Rejection> {
-    let params = Params::parse(query, body)?;
+fn claim(engine: &Engine, input: &Input<'_>) -> Result<Response<Body>, Rejection> {
+    let params = input.params()?;
     let caller = engine::number_param(&params, "caller_number")?;
     let inbound = engine::number_param(&params, "inbound_number")?;
     engine.claim(caller, inbound).map(|c| reply::call(&c))
 }
 
 /// `POST /calls/{uuid}/end`.
-fn end(engine: &Engine, id: &str, query: Option<&str>, body: &[u8]) -> Result<Response<Body>, Rejection> {
-    let params = Params::parse(query, body)?;
+fn end(engine: &Engine, id: &str, input: &Input<'_>) -> Result<Response<Body>, Rejection> {
+    let params = input.params()?;
     let uuid = engine::parse_uuid(id)?;
     let text = params
         .get("duration_secs")
         .filter(|d| !d.is_empty())
         .ok_or_else(|| Rejection::bad_request("FAILED must include duration_secs (integer)"))?;
-    let duration = text.parse::<u32>().map_err(|_| {
-        Rejection::bad_request(format!("duration_secs {text:?} is not a whole number of seconds"))
+    let duration = parse_duration(text).ok_or_else(|| {
+        Rejection::bad_request(format!("duration_secs {text:?} is not a number of seconds"))
     })?;
     engine.end(uuid, duration).map(|e| reply::ended(&e))
+}
+
+/// A call's length in seconds: a whole number, or a decimal (`130.0`, a
+/// JSON number such as `1.3e2`) whose fraction is dropped.
+fn parse_duration(text: &str) -> Option<u32> {
+    let text = text.trim();
+    text.parse::<u32>().ok().or_else(|| {
+        let secs = text.parse::<f64>().ok().filter(|s| s.is_finite() && *s >= 0.0)?;
+        Some(secs.min(f64::from(u32::MAX)) as u32)
+    })
 }
 
 /// `GET /call_reservations/{uuid}`.
@@ -562,6 +588,19 @@ mod tests {
         // And the next request is served as usual.
         let ok = contain(&parts, || Handled::Response(super::health()));
         assert!(matches!(ok, Handled::Response(r) if r.status() == 200));
+    }
+
+    #[test]
+    fn a_duration_is_whole_seconds_or_a_decimal_cut_down() {
+        use super::parse_duration;
+        assert_eq!(parse_duration("130"), Some(130));
+        assert_eq!(parse_duration(" 130.9 "), Some(130));
+        assert_eq!(parse_duration("1.3e2"), Some(130));
+        assert_eq!(parse_duration("0"), Some(0));
+        assert_eq!(parse_duration("99999999999"), Some(u32::MAX));
+        for bad in ["", "-3", "-0.5", "abc", "NaN", "inf", "1e999", "12s"] {
+            assert_eq!(parse_duration(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

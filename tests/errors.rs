@@ -120,6 +120,15 @@ async fn bad_json_bodies() {
             assert!(answer["info"].as_str().unwrap().contains("must be an object"), "{body}: {answer}");
         }
     }
+    // Only a handler that reads parameters looks at the body: elsewhere
+    // the path and the token are judged first.
+    let json = || Some(("application/json", "[1]".to_owned()));
+    let (status, answer) = t.send(Method::POST, "/nowhere", None, json()).await;
+    assert_eq!(status, 404, "{answer}");
+    let (status, answer) = t.send(Method::POST, "/calls", None, json()).await;
+    assert_eq!(status, 401, "{answer}");
+    let (status, answer) = t.send(Method::GET, "/rtbs.json", None, json()).await;
+    assert_eq!(status, 405, "{answer}");
     // Sent as a form, such a body is a form.
     let (status, answer) = t
         .send(Method::POST, &query, None, Some(("application/x-www-form-urlencoded", "null".to_owned())))

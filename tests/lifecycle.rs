@@ -203,6 +203,11 @@ async fn end_needs_a_claimed_call_and_a_duration() {
     let (status, _) =
         t.send(Method::POST, &format!("/calls/{uuid}/end?duration_secs=-3"), Some(SWITCH), None).await;
     assert_eq!(status, 400);
+    // A decimal (a switch's JSON number) counts its whole seconds.
+    let (status, body) =
+        t.send(Method::POST, &format!("/calls/{uuid}/end?duration_secs=130.9"), Some(SWITCH), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["duration_secs"], 130);
     let (status, _) =
         t.end(&uuid::Uuid::from_u128(0x1234_5678_9abc_4def_8123_4567_89ab_cdef).to_string(), 10).await;
     assert_eq!(status, 404);
