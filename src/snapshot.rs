@@ -185,7 +185,7 @@ pub fn encode_into(engine: &Engine, mut sink: impl FnMut(&[u8]) -> io::Result<()
         buffer.clear();
         Ok(())
     };
-    append(&mut buffer, &Preamble { created_ms, shards: SHARDS as u32 });
+    append(&mut buffer, &Preamble { created_ms, shards: SHARDS as u32 })?;
     emit(&mut buffer)?;
     // The counters are copied after the shards (see `export_globals`). A
     // counted reservation that ends in between would be live and counted in
@@ -212,7 +212,7 @@ pub fn encode_into(engine: &Engine, mut sink: impl FnMut(&[u8]) -> io::Result<()
     for shard in engine.table().shards() {
         {
             let shard = shard.lock();
-            append(&mut buffer, &shard.image(keep));
+            append(&mut buffer, &shard.image(keep))?;
         }
         emit(&mut buffer)?;
     }
@@ -225,7 +225,7 @@ pub fn encode_into(engine: &Engine, mut sink: impl FnMut(&[u8]) -> io::Result<()
             t.hard = caps::larger_raw(hard, t.hard);
         }
     }
-    append(&mut buffer, &globals);
+    append(&mut buffer, &globals)?;
     emit(&mut buffer)?;
     // Every target's zone, the config's or (for one a reload removed) the
     // last it had.
@@ -236,7 +236,7 @@ pub fn encode_into(engine: &Engine, mut sink: impl FnMut(&[u8]) -> io::Result<()
         .into_iter()
         .filter_map(|(id, t)| Some((id, t.zone.lock().as_ref()?.name().into())))
         .collect();
-    append(&mut buffer, &zones);
+    append(&mut buffer, &zones)?;
     emit(&mut buffer)?;
     Ok(created_ms)
 }
@@ -252,11 +252,13 @@ pub fn encode(engine: &Engine) -> (u64, Vec<u8>) {
     (created_ms, payload)
 }
 
-fn append<T: Serialize + ?Sized>(buffer: &mut Vec<u8>, value: &T) {
-    // Encoding into a Vec cannot fail for these types.
-    if let Ok(bytes) = postcard::to_extend(value, std::mem::take(buffer)) {
-        *buffer = bytes;
-    }
+/// Encodes `value` at the end of `buffer`. An encoding error (none is
+/// expected for these types) fails the snapshot rather than leaving a piece
+/// out of a file that would then read as good.
+fn append<T: Serialize + ?Sized>(buffer: &mut Vec<u8>, value: &T) -> io::Result<()> {
+    *buffer = postcard::to_extend(value, std::mem::take(buffer))
+        .map_err(|e| io::Error::other(format!("cannot encode the snapshot: {e}")))?;
+    Ok(())
 }
 
 /// Counters, tallies and Ping Shield state, for a snapshot.
@@ -534,11 +536,27 @@ pub fn read(path: &Path) -> Result<Image, Error> {
 /// kept for a look (`rtbd snapshot inspect`), but no longer among the
 /// snapshots, so the next snapshots written do not prune the good one
 /// while keeping a bad one.
+///
+/// A file that cannot be read at all (permissions, a disk error) is not
+/// known to be bad: that is an error too, rather than a fall back to older
+/// state that would set the newer aside.
 pub fn load_newest(dir: &Path) -> Result<Option<(PathBuf, Image)>, String> {
     let files = list(dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
-    let mut failures = Vec::new();
-    for (i, path) in files.iter().enumerate() {
-        match read(path) {
+    let (mut failures, mut bad) = (Vec::new(), Vec::new());
+    for path in &files {
+        let bytes = match fs::read(path) {
+            Ok(bytes) => bytes,
+            // Gone since it was listed.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                return Err(format!(
+                    "cannot read the snapshot {}: {e}. Fix that, or move the file aside to start \
+                     from an older snapshot.",
+                    path.display()
+                ));
+            }
+        };
+        match decode(&bytes) {
             Ok(image) => {
                 if !failures.is_empty() {
                     tracing::error!(
@@ -547,14 +565,15 @@ pub fn load_newest(dir: &Path) -> Result<Option<(PathBuf, Image)>, String> {
                         path.display()
                     );
                 }
-                for bad in &files[..i] {
-                    set_aside(bad);
+                for path in bad {
+                    set_aside(path);
                 }
                 return Ok(Some((path.clone(), image)));
             }
             Err(e) => {
                 tracing::error!("snapshot {} cannot be used: {e}", path.display());
                 failures.push(format!("{}: {e}", path.display()));
+                bad.push(path);
             }
         }
     }

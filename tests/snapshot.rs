@@ -192,6 +192,25 @@ async fn a_bad_newest_snapshot_falls_back_to_the_previous_good_one() {
 }
 
 #[tokio::test]
+async fn a_newest_snapshot_that_cannot_be_read_refuses_the_start() {
+    // Not known to be bad, only unreadable (here a folder by its name, as
+    // a permission or disk error would be): neither set aside nor passed
+    // over for the older one.
+    let (dir, _) = good_snapshot().await;
+    let good_path = snapshot::list(dir.path()).unwrap()[0].clone();
+    let newer = dir.path().join(snapshot::file_name(T0 + 60_000));
+    std::fs::create_dir(&newer).unwrap();
+    let error = match start_in(dir.path(), T0 + 1_000).await {
+        Ok(_) => panic!("started on the older snapshot"),
+        Err(e) => e.to_string(),
+    };
+    assert!(error.contains("cannot read the snapshot"), "{error}");
+    assert!(error.contains(&newer.display().to_string()), "{error}");
+    assert!(newer.is_dir(), "left where it was");
+    assert_eq!(snapshot::list(dir.path()).unwrap(), vec![newer.clone(), good_path]);
+}
+
+#[tokio::test]
 async fn with_no_good_snapshot_the_start_is_refused() {
     for case in 0..6 {
         let (dir, _) = good_snapshot().await;
