@@ -247,8 +247,15 @@ pub struct Shard {
     history: AHashMap<u64, SmallVec<[(Sym, u64); 2]>>,
     /// Size of `history` after its last sweep.
     history_swept: usize,
-    /// Record sequence numbers by expiry time.
+    /// Record sequence numbers by expiry time, in the wheel's time: the
+    /// clock's plus `skew_ms`.
     wheel: Wheel<u64>,
+    /// How far the wheel's time is ahead of the clock: the sum of the
+    /// clock's steps back. A wheel's time never goes back (the index's due
+    /// times count on it), so a clock set back moves the wheel's time away
+    /// from it instead, and an expiry time is placed in the wheel at its
+    /// distance from the clock.
+    skew_ms: u64,
     /// What the wheel hands out at a tick, kept to reuse its buffer.
     due: Vec<u64>,
 }
@@ -263,6 +270,7 @@ impl Shard {
             history: AHashMap::new(),
             history_swept: 0,
             wheel: Wheel::new(now_ms),
+            skew_ms: 0,
             due: Vec::new(),
         }
     }
@@ -360,10 +368,11 @@ impl Shard {
     fn index(&mut self, seq: u64, caller: u64, expires_ms: u64, reservation: bool) {
         let wheel_ms = self.wheel.now();
         let due = if reservation {
-            self.wheel.insert(expires_ms, seq);
-            // A time the wheel has passed (the clock was set back) is
-            // handed out at its next turn.
-            index::due(expires_ms.max(wheel_ms + 1), wheel_ms)
+            let at = expires_ms.saturating_add(self.skew_ms);
+            self.wheel.insert(at, seq);
+            // A time the wheel has passed (the clock was set back since the
+            // last tick) is handed out at its next turn.
+            index::due(at.max(wheel_ms + 1), wheel_ms)
         } else {
             NEVER
         };
@@ -451,7 +460,12 @@ impl Shard {
     /// index entries stay until a sweep (see the module's notes).
     pub fn expire(&mut self, now_ms: u64, expired: &mut Vec<Live>) {
         let mut due = std::mem::take(&mut self.due);
-        self.wheel.advance(now_ms, &mut due);
+        let wheel_ms = now_ms.saturating_add(self.skew_ms);
+        if wheel_ms < self.wheel.now() {
+            // The clock was set back.
+            self.skew_ms += self.wheel.now() - wheel_ms;
+        }
+        self.wheel.advance(now_ms.saturating_add(self.skew_ms), &mut due);
         for seq in due.drain(..) {
             let Some((uuid, record)) = self.records.by_seq(seq) else { continue };
             if !record.live {
@@ -469,12 +483,10 @@ impl Shard {
                 }
                 expired.push(live);
             } else if record.status.is_reservation() {
-                // Due by the wheel but not by the clock: the clock was set
-                // back, and the wheel's time never goes back. It waits in
-                // the wheel until the clock is past the wheel's time again
-                // (its expiry comes late by the step, its caps held
-                // meanwhile), rather than being handed back every tick.
-                let at = record.expires_ms.max(self.wheel.now() + 1);
+                // Due by the wheel but not by the clock: placed before the
+                // clock was set back (or since, before this tick saw the
+                // step). It goes back in at its time by the clock.
+                let at = record.expires_ms.saturating_add(self.skew_ms).max(self.wheel.now() + 1);
                 let caller = record.caller.digits();
                 self.wheel.insert(at, seq);
                 self.redate(caller, seq, at);
@@ -668,6 +680,8 @@ mod tests {
         Take(usize),
         /// Time passes; the tick expires what is due and drops old records.
         Advance(u64),
+        /// The clock is set back, then the tick runs.
+        Back(u64),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -675,6 +689,7 @@ mod tests {
             4 => (0u64..6, 0usize..2, 1u64..80).prop_map(|(c, k, ttl)| Op::Reserve { c, k, ttl }),
             1 => (0usize..16).prop_map(Op::Take),
             2 => (0u64..40).prop_map(Op::Advance),
+            1 => (1u64..100).prop_map(Op::Back),
         ]
     }
 
@@ -683,8 +698,8 @@ mod tests {
 
         /// One shard against a model: the live index, the expiry wheel and
         /// record eviction (with a bound far below what is live) agree on
-        /// what is live, what expires and when, and a live reservation's
-        /// record is never dropped.
+        /// what is live, what expires and when (by the clock, set back at
+        /// times), and a live reservation's record is never dropped.
         #[test]
         fn a_shard_agrees_with_a_model(ops in proptest::collection::vec(op(), 1..120)) {
             let keys = [Sym::intern("table-model-a"), Sym::intern("table-model-b")];
@@ -717,8 +732,18 @@ mod tests {
                         prop_assert!(shard.take_live(uuid).is_some());
                         prop_assert!(shard.take_live(uuid).is_none());
                     }
-                    Op::Advance(dt) => {
-                        now += dt;
+                    Op::Advance(_) | Op::Back(_) => {
+                        let dt = match op {
+                            Op::Advance(dt) => {
+                                now += dt;
+                                dt
+                            }
+                            Op::Back(dt) => {
+                                now = now.saturating_sub(dt);
+                                dt
+                            }
+                            _ => unreachable!(),
+                        };
                         let mut expired = Vec::new();
                         shard.expire(now, &mut expired);
                         let mut due: Vec<u128> =
@@ -799,28 +824,41 @@ mod tests {
     }
 
     #[test]
-    fn a_reservation_made_after_the_clock_was_set_back_still_expires() {
+    fn a_reservation_made_after_the_clock_was_set_back_expires_on_time() {
         let mut shard = Shard::new(0, ahash::RandomState::new());
         let mut expired = Vec::new();
+        let caller = Phone::from_digits(18_005_550_123).unwrap();
+        let other = Phone::from_digits(18_005_550_124).unwrap();
+        let before = reserve(&mut shard, other, 105_000);
         shard.expire(100_000, &mut expired);
         // The clock goes back 50 s: a new reservation's expiry is behind
-        // the wheel's time.
-        let caller = Phone::from_digits(18_005_550_123).unwrap();
+        // the wheel's time (made before the tick sees the step, and after).
         let uuid = reserve(&mut shard, caller, 60_000);
         shard.expire(50_100, &mut expired);
+        let after = reserve(&mut shard, caller, 62_000);
         assert!(expired.is_empty(), "expired early");
-        assert_eq!(shard.live_count(), 1);
-        for now in [50_200, 60_000, 99_000] {
+        assert_eq!(shard.live_count(), 3);
+        for now in [50_200, 59_999] {
             shard.expire(now, &mut expired);
-            // The wheel is past the reservation's expiry time all along,
-            // yet it is live: a sweep leaves its entry.
+            // Live by the clock: a sweep leaves their entries.
             shard.sweep();
-            assert_eq!(shard.live_count(), 1);
+            assert_eq!(shard.live_count(), 3, "at {now}");
             let next = shard.records.next_seq();
             assert!(shard.live.iter().any(|e| index::seq_of(e, next) == ids::seq_of(uuid)), "swept at {now}");
         }
-        shard.expire(100_001, &mut expired);
-        assert_eq!(expired.iter().map(|l| l.uuid).collect::<Vec<_>>(), [uuid], "never lost");
+        // Each expires at its time by the clock, not once the clock is
+        // back where the wheel was.
+        shard.expire(60_000, &mut expired);
+        assert_eq!(expired.iter().map(|l| l.uuid).collect::<Vec<_>>(), [uuid]);
+        shard.expire(61_999, &mut expired);
+        assert_eq!(expired.len(), 1);
+        shard.expire(62_000, &mut expired);
+        assert_eq!(expired.iter().map(|l| l.uuid).collect::<Vec<_>>(), [uuid, after]);
+        // One made before the step holds its time by the clock too.
+        shard.expire(104_999, &mut expired);
+        assert_eq!(shard.live_count(), 1);
+        shard.expire(105_000, &mut expired);
+        assert_eq!(expired.iter().map(|l| l.uuid).collect::<Vec<_>>(), [uuid, after, before], "never lost");
         assert_eq!(shard.live_count(), 0);
     }
 
