@@ -39,6 +39,9 @@ pub struct Filter {
     pub patterns: Vec<Pattern>,
 }
 
+/// Most bytes of a tag's value a filter's verdict quotes.
+const SHOWN_VALUE: usize = 40;
+
 impl Filter {
     /// Why a caller with `value` for this tag is turned away, or `None` if it
     /// passes.
@@ -46,7 +49,13 @@ impl Filter {
         match value {
             None => Some(format!("tag {} is missing", self.tag)),
             Some(v) if self.patterns.iter().any(|p| p.matches(v)) => None,
-            Some(v) => Some(format!("tag {} is {v:?}, which the target does not take", self.tag)),
+            Some(v) => {
+                // A value is kept short in the ping's record: it says which
+                // value, and a long one would be kept once per target.
+                let shown = crate::params::truncate(v, SHOWN_VALUE);
+                let more = if shown.len() < v.len() { "…" } else { "" };
+                Some(format!("tag {} is {shown:?}{more}, which the target does not take", self.tag))
+            }
         }
     }
 }
@@ -76,6 +85,13 @@ mod tests {
         assert_eq!(
             f.reject(Some("CA")).unwrap(),
             "tag caller_state is \"CA\", which the target does not take"
+        );
+        // A long value is quoted in part, cut at a character's edge.
+        let long = format!("{}é{}", "a".repeat(39), "b".repeat(200));
+        let why = f.reject(Some(&long)).unwrap();
+        assert_eq!(
+            why,
+            format!("tag caller_state is \"{}\"…, which the target does not take", "a".repeat(39))
         );
     }
 }

@@ -261,18 +261,46 @@ pub struct Tags(SmallVec<[u8; TAGS_INLINE]>);
 /// Bytes of packed tags a record holds without allocating.
 const TAGS_INLINE: usize = 40;
 
+/// Most bytes of packed tags (each tag's name and value, plus 2) a record
+/// keeps. A ping may send 64 tags of 256 bytes, 20 KiB, and records are
+/// bounded by number (`max_records`): a million such would take 20 GB.
+/// The tags past it still count for routing and the buyers; the record
+/// leaves them out and says how many with the tag [`TAGS_LEFT_OUT`].
+pub const MAX_KEPT_TAGS: usize = 2048;
+
+/// The tag a record ends with when it left tags out (see
+/// [`MAX_KEPT_TAGS`]): how many.
+pub const TAGS_LEFT_OUT: &str = "rtbd_tags_left_out";
+
 impl Tags {
     pub fn new<'a>(tags: impl Iterator<Item = (&'a str, &'a str)> + Clone) -> Tags {
         // Sized first, then copied into place: most pings' tags fit the
         // inline buffer, zeroed so the NULs are already there.
-        let len = tags.clone().map(|(name, value)| name.len() + value.len() + 2).sum();
-        let mut packed = SmallVec::from_elem(0, len);
+        let (mut len, mut kept, mut all) = (0, 0, 0);
+        for (name, value) in tags.clone() {
+            let size = name.len() + value.len() + 2;
+            if kept == all && len + size <= MAX_KEPT_TAGS {
+                len += size;
+                kept += 1;
+            }
+            all += 1;
+        }
+        let mut left_out = itoa::Buffer::new();
+        let left_out = (kept < all).then(|| left_out.format(all - kept));
+        let extra = left_out.map_or(0, |n| TAGS_LEFT_OUT.len() + n.len() + 2);
+        let mut packed = SmallVec::from_elem(0, len + extra);
         let mut at = 0;
-        for (name, value) in tags {
+        let mut put = |name: &str, value: &str| {
             packed[at..at + name.len()].copy_from_slice(name.as_bytes());
             at += name.len() + 1;
             packed[at..at + value.len()].copy_from_slice(value.as_bytes());
             at += value.len() + 1;
+        };
+        for (name, value) in tags.take(kept) {
+            put(name, value);
+        }
+        if let Some(n) = left_out {
+            put(TAGS_LEFT_OUT, n);
         }
         Tags(packed)
     }
@@ -744,8 +772,10 @@ mod tests {
             let statuses = [Status::NoTarget, Status::Reserved, Status::Expired, Status::Claimed];
             let mut store = Records::default();
             // Restored records: sequence numbers with gaps, all survivors.
+            // Made at times no new record is (every 10 ms): of two records
+            // made at once, either is the newest.
             for (i, &(caller, kind)) in restored.iter().enumerate() {
-                let mut r = record(i as u64, statuses[usize::from(kind)]);
+                let mut r = record(10 * i as u64 + 5, statuses[usize::from(kind)]);
                 r.caller = callers[caller];
                 store.insert(ids::new_uuid(0, 1_000 + 2 * i as u64), r);
             }
@@ -922,6 +952,29 @@ mod tests {
         r.push(1_000, None, Detailed::TargetsPaused, Info::None);
         r.push(1_000, None, Detailed::Reserved, Info::Text(arcstr::literal!("fixed")));
         assert!(!r.flow.spilled(), "two steps stay inline");
+    }
+
+    #[test]
+    fn a_record_keeps_tags_up_to_its_budget_and_says_how_many_it_left_out() {
+        let value = "v".repeat(256);
+        let names: Vec<String> = (0..64).map(|i| format!("tag_{i:02}")).collect();
+        let tags = Tags::new(names.iter().map(|n| (n.as_str(), value.as_str())));
+        let kept: Vec<(&str, &str)> = tags.iter().collect();
+        // Each tag packs to 6 + 256 + 2 bytes: seven fit in 2,048.
+        assert_eq!(kept.len(), 8);
+        assert!(kept[..7].iter().zip(&names).all(|((n, v), name)| n == name && *v == value));
+        assert_eq!(kept[7], (TAGS_LEFT_OUT, "57"));
+        assert!(tags.0.len() <= MAX_KEPT_TAGS + 32);
+        // Within the budget, nothing is left out and nothing added.
+        let few = Tags::new(names.iter().take(7).map(|n| (n.as_str(), value.as_str())));
+        assert_eq!(few.iter().count(), 7);
+        assert_eq!(few.get(TAGS_LEFT_OUT), None);
+        // Once one is left out, the later ones are too, small as they are.
+        let big = "x".repeat(300);
+        let mixed = [("a", value.as_str()); 7].into_iter().chain([("big", big.as_str()), ("b", "1")]);
+        let tags = Tags::new(mixed);
+        assert_eq!(tags.get("b"), None);
+        assert_eq!(tags.get(TAGS_LEFT_OUT), Some("2"));
     }
 
     #[test]

@@ -27,6 +27,26 @@ async fn targets_closed_outside_business_hours() {
 }
 
 #[tokio::test]
+async fn a_ping_routes_on_all_its_tags_and_its_record_keeps_two_kib_of_them() {
+    let filters = r#"filters = { caller_state = ["NY"] }"#;
+    let t = server("", "", ANY_PAYS_ONE, &target("ny", filters)).await;
+    // Fifty tags of 256 bytes, the filtered one last.
+    let value = "v".repeat(256);
+    let mut body: String = (0..50).map(|i| format!("t{i:02}={value}&")).collect();
+    body.push_str("caller_state=NY");
+    let query = format!("/rtbs.json?key={KEY}&publisher_id=pub1&caller_number=8005550001");
+    let (status, answer) =
+        t.send(reqwest::Method::POST, &query, None, Some(("application/x-www-form-urlencoded", body))).await;
+    assert_eq!((status, answer["status"].as_str()), (200, Some("reserved")), "{answer}");
+    let (_, record) = t.record(answer["uuid"].as_str().unwrap()).await;
+    let tags = record["tags"].as_object().unwrap();
+    // Each packs to 3 + 256 + 2 bytes: seven fit in 2,048.
+    assert_eq!(tags.len(), 8, "{tags:?}");
+    assert!((0..7).all(|i| tags[&format!("t{i:02}")] == value.as_str()));
+    assert_eq!(tags["rtbd_tags_left_out"], "44");
+}
+
+#[tokio::test]
 async fn target_disqualified_by_filters() {
     let filters = r#"filters = { caller_state = ["NY", "NJ"], caller_zip = ["100*", "07*"] }"#;
     let t = server("", "", ANY_PAYS_ONE, &target("ny", filters)).await;
