@@ -557,7 +557,9 @@ fn end(engine: &Engine, id: &str, input: &Input<'_>) -> Result<Response<Body>, R
 }
 
 /// A call's length in seconds: a whole number, or a decimal (`130.0`, a
-/// JSON number such as `1.3e2`) whose fraction is dropped.
+/// JSON number such as `1.3e2`) whose fraction is dropped. Not
+/// `pricing::parse_seconds`: that one rounds to thousandths (119.9996
+/// would reach 120 and convert) and stops at a million seconds.
 fn parse_duration(text: &str) -> Option<u32> {
     let text = text.trim();
     text.parse::<u32>().ok().or_else(|| {

@@ -275,6 +275,12 @@ impl Shard {
         }
     }
 
+    /// A time of the clock in the wheel's time (see `skew_ms`).
+    #[inline]
+    fn on_wheel(&self, clock_ms: u64) -> u64 {
+        clock_ms.saturating_add(self.skew_ms)
+    }
+
     #[inline]
     fn hash(&self, caller: u64) -> u64 {
         self.hasher.hash_one(caller)
@@ -368,7 +374,7 @@ impl Shard {
     fn index(&mut self, seq: u64, caller: u64, expires_ms: u64, reservation: bool) {
         let wheel_ms = self.wheel.now();
         let due = if reservation {
-            let at = expires_ms.saturating_add(self.skew_ms);
+            let at = self.on_wheel(expires_ms);
             self.wheel.insert(at, seq);
             // A time the wheel has passed (the clock was set back since the
             // last tick) is handed out at its next turn.
@@ -460,12 +466,12 @@ impl Shard {
     /// index entries stay until a sweep (see the module's notes).
     pub fn expire(&mut self, now_ms: u64, expired: &mut Vec<Live>) {
         let mut due = std::mem::take(&mut self.due);
-        let wheel_ms = now_ms.saturating_add(self.skew_ms);
+        let wheel_ms = self.on_wheel(now_ms);
         if wheel_ms < self.wheel.now() {
             // The clock was set back.
             self.skew_ms += self.wheel.now() - wheel_ms;
         }
-        self.wheel.advance(now_ms.saturating_add(self.skew_ms), &mut due);
+        self.wheel.advance(self.on_wheel(now_ms), &mut due);
         for seq in due.drain(..) {
             let Some((uuid, record)) = self.records.by_seq(seq) else { continue };
             if !record.live {
@@ -486,7 +492,7 @@ impl Shard {
                 // Due by the wheel but not by the clock: placed before the
                 // clock was set back (or since, before this tick saw the
                 // step). It goes back in at its time by the clock.
-                let at = record.expires_ms.saturating_add(self.skew_ms).max(self.wheel.now() + 1);
+                let at = self.on_wheel(record.expires_ms).max(self.wheel.now() + 1);
                 let caller = record.caller.digits();
                 self.wheel.insert(at, seq);
                 self.redate(caller, seq, at);
