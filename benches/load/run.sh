@@ -5,6 +5,12 @@
 #
 #   benches/load/run.sh [seconds]     (default 10 s per measurement)
 #
+# The two are measured in turn, rtbd then bare hyper, over ROUNDS rounds
+# (default 3): this machine's speed drifts, so one measurement of each
+# could set a fast minute against a slow one. Before each of its
+# measurements rtbd is driven for a reservation TTL, so its table is at its
+# steady size when measured. The ratio is of the mean rates.
+#
 # With --calibrate it measures no rtbd: it runs the bare server against a
 # copy of itself that keeps its thread busy for a set time per request
 # (0.5 to 4 µs), and prints the ratio each reaches. That is the ratio a
@@ -25,6 +31,11 @@ BARE_ADDR=127.0.0.1:18081
 WORK_ADDR=127.0.0.1:18082
 CONNECTIONS=64
 THREADS=2
+ROUNDS="${ROUNDS:-3}"
+if ! [[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]]; then
+  echo "ROUNDS must be a whole number of at least 1" >&2
+  exit 2
+fi
 
 if ! command -v wrk >/dev/null; then
   echo "installing wrk (Debian package)…"
@@ -107,17 +118,30 @@ await_server "$RTBD_ADDR"
 await_server "$BARE_ADDR"
 
 describe
-# Warm up. rtbd runs for a reservation TTL (15 s) first, so its table is at
-# its steady size (a TTL's worth of live reservations, records evicting as
-# fast as they come) rather than still growing.
-wrk -t"$THREADS" -c"$CONNECTIONS" -d20s -s benches/load/ping.lua "http://$RTBD_ADDR/rtbs.json" >/dev/null
+# Warm up: bare hyper briefly. rtbd is warmed before each measurement (below).
 wrk -t"$THREADS" -c"$CONNECTIONS" -d3s -s benches/load/ping.lua "http://$BARE_ADDR/rtbs.json" >/dev/null
-read -r BARE_RPS BARE_CPU BARE_PRE < <(measure "$BARE_ADDR" "$BARE")
-read -r RTBD_RPS RTBD_CPU RTBD_PRE < <(measure "$RTBD_ADDR" "$RTBD")
+RESULTS=
+for round in $(seq "$ROUNDS"); do
+  # A reservation TTL (15 s) of load first, so rtbd's table is at its steady
+  # size (a TTL's worth of live reservations, records evicting as fast as
+  # they come), not still growing or drained by the other's measurement.
+  wrk -t"$THREADS" -c"$CONNECTIONS" -d15s -s benches/load/ping.lua "http://$RTBD_ADDR/rtbs.json" >/dev/null
+  read -r RTBD_RPS RTBD_CPU RTBD_PRE < <(measure "$RTBD_ADDR" "$RTBD")
+  read -r BARE_RPS BARE_CPU BARE_PRE < <(measure "$BARE_ADDR" "$BARE")
+  awk -v n="$round" -v r="$RTBD_RPS" -v b="$BARE_RPS" 'BEGIN {
+    printf "round %d: rtbd %.0f, bare hyper %.0f requests/s, ratio %.3f\n", n, r, b, r / b }'
+  RESULTS+="$RTBD_RPS $RTBD_CPU $RTBD_PRE $BARE_RPS $BARE_CPU $BARE_PRE"$'\n'
+done
+read -r RTBD_RPS RTBD_CPU RTBD_PRE BARE_RPS BARE_CPU BARE_PRE < <(echo -n "$RESULTS" | awk '
+  { for (i = 1; i <= 6; i++) sum[i] += $i; n++ }
+  END { printf "%.2f %.2f %.1f %.2f %.2f %.1f\n", sum[1] / n, sum[2] / n, sum[3] / n, sum[4] / n, sum[5] / n, sum[6] / n }')
+echo "mean of $ROUNDS rounds:"
 echo "bare hyper: $BARE_RPS requests/s, server CPU $BARE_CPU µs per request, preempted $BARE_PRE times per 100 requests"
 echo "rtbd:       $RTBD_RPS requests/s, server CPU $RTBD_CPU µs per request, preempted $RTBD_PRE times per 100 requests"
 awk -v r="$RTBD_RPS" -v b="$BARE_RPS" 'BEGIN { printf "ratio:      %.3f (rtbd / bare hyper)\n", r / b }'
 
 HALF=$(awk -v r="$RTBD_RPS" 'BEGIN { printf "%d", r / 2 }')
 echo "rtbd at half its peak ($HALF/s, constant rate over $CONNECTIONS connections):"
+# A TTL at that rate first, so the table is at its steady size for it.
+target/release/examples/loadgen "$RTBD_ADDR" --rate "$HALF" --seconds 15 --connections "$CONNECTIONS" --key bench-key >/dev/null
 target/release/examples/loadgen "$RTBD_ADDR" --rate "$HALF" --seconds "$SECONDS_EACH" --connections "$CONNECTIONS" --key bench-key
