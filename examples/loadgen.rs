@@ -14,7 +14,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::Histogram;
 
@@ -97,6 +97,10 @@ fn main() -> Result<(), String> {
     let threads = args.threads.clamp(1, args.connections.max(1));
     let per_thread = args.connections.max(1).div_ceil(threads);
     let interval = Duration::from_secs_f64(threads as f64 / args.rate);
+    // Each run starts at its own place in each thread's range of callers,
+    // set by the clock (a million numbers further for each second), so runs
+    // started less than 40 s apart never ping the same caller.
+    let from = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() % 40) * 1_000_000;
     let started = Instant::now() + Duration::from_millis(300);
     let end = started + Duration::from_secs_f64(args.seconds);
     let senders: Vec<_> = (0..threads)
@@ -118,7 +122,7 @@ fn main() -> Result<(), String> {
                     if due > now {
                         std::thread::sleep(due - now);
                     }
-                    let caller = 3_000_000_000u64 + (t as u64) * 50_000_000 + m.sent;
+                    let caller = 3_000_000_000u64 + (t as u64) * 50_000_000 + from + m.sent;
                     let request = format!(
                         "POST /rtbs.json?key={key}&publisher_id=pub1&caller_number=%2B1{caller}&caller_zip=10001&caller_state=NY HTTP/1.1\r\nhost: {addr}\r\ncontent-length: 0\r\n\r\n"
                     );
