@@ -6,7 +6,7 @@
 #   benches/load/run.sh [seconds]     (default 10 s per measurement)
 #
 # The two are measured in turn, rtbd then bare hyper, over ROUNDS rounds
-# (default 3): this machine's speed drifts, so one measurement of each
+# (default 5): this machine's speed drifts, so one measurement of each
 # could set a fast minute against a slow one. Before each of its
 # measurements rtbd is driven for a reservation TTL, so its table is at its
 # steady size when measured. The ratio is of the mean rates.
@@ -31,7 +31,7 @@ BARE_ADDR=127.0.0.1:18081
 WORK_ADDR=127.0.0.1:18082
 CONNECTIONS=64
 THREADS=2
-ROUNDS="${ROUNDS:-3}"
+ROUNDS="${ROUNDS:-5}"
 if ! [[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]]; then
   echo "ROUNDS must be a whole number of at least 1" >&2
   exit 2
