@@ -13,7 +13,8 @@
 //! it started waiting: reading the clock for every request costs more than
 //! the mark is worth. Sweeps are at least `every_ms` apart, so a connection
 //! marked at sweep `m` has waited at least `(E - m - 1) * every_ms` when
-//! sweep `E` begins; it is closed once that reaches the timeout. So never
+//! sweep `E` begins; it is closed once that reaches the timeout, that is
+//! once `E > m + after_sweeps`. So never
 //! early, and at most two sweeps late (a sweep every eighth of the timeout,
 //! at least 10 ms and at most a second apart).
 
@@ -39,8 +40,8 @@ struct Inner {
     sweeps: AtomicU64,
     /// Sweeps a connection must have waited through, whole, to be closed.
     after_sweeps: u64,
-    /// How often the sweeper runs: a connection is closed between
-    /// `timeout_ms` and `timeout_ms` plus two of these after its client
+    /// How often the sweeper runs: a connection is closed between the
+    /// timeout and the timeout plus two of these after its client
     /// went quiet (more if the runtime is too busy to sweep on time).
     every_ms: u64,
     next_id: AtomicU64,
@@ -155,7 +156,7 @@ async fn sweep(inner: Arc<Inner>) {
         for conn in inner.conns.lock().values() {
             let since = conn.watch.since.load(Ordering::Acquire);
             if since != BUSY
-                && sweep.saturating_sub(since).saturating_sub(1) >= inner.after_sweeps
+                && sweep > since.saturating_add(inner.after_sweeps)
                 && let Some(abort) = &conn.abort
             {
                 abort.abort();
@@ -182,6 +183,13 @@ mod tests {
         waited
     }
 
+    /// Steps time until `task` ends: it must end a timeout (1 s) after it
+    /// started waiting, at most two sweeps late.
+    async fn closed_a_timeout_later(task: &JoinHandle<()>) {
+        let waited = step_until_closed(task, 5_000).await;
+        assert!((1_000..=1_250).contains(&waited), "closed after {waited} ms");
+    }
+
     fn watched(idle: &Idle) -> (Arc<Watch>, Registered, JoinHandle<()>) {
         let (watch, registered) = idle.watch();
         let task = tokio::spawn(std::future::pending::<()>());
@@ -193,9 +201,7 @@ mod tests {
     async fn a_waiting_connection_is_closed_after_the_timeout_and_never_before() {
         let idle = Idle::start(Duration::from_millis(1_000));
         let (_watch, _registered, task) = watched(&idle);
-        let waited = step_until_closed(&task, 5_000).await;
-        // An eighth of the timeout per sweep: at most two sweeps late.
-        assert!((1_000..=1_250).contains(&waited), "closed after {waited} ms");
+        closed_a_timeout_later(&task).await;
     }
 
     #[tokio::test(start_paused = true)]
@@ -212,8 +218,7 @@ mod tests {
         assert_eq!(step_until_closed(&task, 10_000).await, 10_000);
         // Then the answer: closed a timeout later.
         watch.waiting();
-        let waited = step_until_closed(&task, 5_000).await;
-        assert!((1_000..=1_250).contains(&waited), "closed after {waited} ms");
+        closed_a_timeout_later(&task).await;
     }
 
     #[tokio::test(start_paused = true)]
@@ -224,7 +229,6 @@ mod tests {
         // sweep on time), then the client is answered.
         tokio::time::advance(Duration::from_millis(700)).await;
         watch.waiting();
-        let waited = step_until_closed(&task, 5_000).await;
-        assert!((1_000..=1_250).contains(&waited), "closed after {waited} ms");
+        closed_a_timeout_later(&task).await;
     }
 }

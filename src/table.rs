@@ -468,10 +468,11 @@ impl Shard {
         let mut due = std::mem::take(&mut self.due);
         let wheel_ms = self.on_wheel(now_ms);
         if wheel_ms < self.wheel.now() {
-            // The clock was set back.
+            // The clock was set back: the wheel stays where it is, and the
+            // clock's time is that far behind it from now on.
             self.skew_ms += self.wheel.now() - wheel_ms;
         }
-        self.wheel.advance(self.on_wheel(now_ms), &mut due);
+        self.wheel.advance(wheel_ms.max(self.wheel.now()), &mut due);
         for seq in due.drain(..) {
             let Some((uuid, record)) = self.records.by_seq(seq) else { continue };
             if !record.live {
@@ -738,18 +739,8 @@ mod tests {
                         prop_assert!(shard.take_live(uuid).is_some());
                         prop_assert!(shard.take_live(uuid).is_none());
                     }
-                    Op::Advance(_) | Op::Back(_) => {
-                        let dt = match op {
-                            Op::Advance(dt) => {
-                                now += dt;
-                                dt
-                            }
-                            Op::Back(dt) => {
-                                now = now.saturating_sub(dt);
-                                dt
-                            }
-                            _ => unreachable!(),
-                        };
+                    Op::Advance(dt) | Op::Back(dt) => {
+                        now = if matches!(op, Op::Back(_)) { now.saturating_sub(dt) } else { now + dt };
                         let mut expired = Vec::new();
                         shard.expire(now, &mut expired);
                         let mut due: Vec<u128> =
