@@ -37,47 +37,9 @@ if ! [[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]]; then
   exit 2
 fi
 
-if ! command -v wrk >/dev/null; then
-  echo "installing wrk (Debian package)…"
-  if [ "$(id -u)" = 0 ]; then apt-get install -y wrk >/dev/null; else sudo apt-get install -y wrk >/dev/null; fi
-fi
-
+. benches/load/lib.sh
+ensure_wrk
 cargo build --release --quiet --bin rtbd --example bare --example loadgen
-
-# CPU time (user + system) of process $1 so far, in clock ticks.
-cpu_ticks() {
-  awk '{ print $14 + $15 }' "/proc/$1/stat"
-}
-
-# Times the threads of process $1 were switched out against their will (a
-# runnable server thread preempted, here mostly by wrk's threads waking up).
-preempted() {
-  cat /proc/"$1"/task/*/status 2>/dev/null | awk '/^nonvoluntary_ctxt_switches/ { n += $2 } END { print n + 0 }'
-}
-
-# One wrk run against $1 (served by process $2): prints requests per second,
-# the server's CPU time per request in µs, and how often per 100 requests
-# its threads were preempted.
-measure() {
-  local before after switched out
-  before=$(cpu_ticks "$2")
-  switched=$(preempted "$2")
-  out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"${SECONDS_EACH}s" -s benches/load/ping.lua "http://$1/rtbs.json")
-  after=$(cpu_ticks "$2")
-  switched=$(( $(preempted "$2") - switched ))
-  echo "$out" | awk -v b="$before" -v a="$after" -v s="$switched" -v hz="$(getconf CLK_TCK)" '
-    /^Requests\/sec/ { rps = $2 }
-    / requests in / { n = $1 }
-    END { printf "%s %.2f %.1f\n", rps, (a - b) / hz * 1e6 / n, s * 100 / n }'
-}
-
-# Waits until the server at $1 answers.
-await_server() {
-  for _ in $(seq 50); do
-    curl -s -o /dev/null "http://$1/healthz" && return
-    sleep 0.1
-  done
-}
 
 describe() {
   echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(date -u +%Y-%m-%d)"
@@ -92,12 +54,12 @@ if [ "$CALIBRATE" = 1 ]; then
   await_server "$BARE_ADDR"
   describe
   echo "the bare server against a copy of itself busy for a set time per request:"
-  wrk -t"$THREADS" -c"$CONNECTIONS" -d3s -s benches/load/ping.lua "http://$BARE_ADDR/rtbs.json" >/dev/null
+  drive "$BARE_ADDR" 3
   for work in 500 1000 1500 2000 3000 4000; do
     target/release/examples/bare "$WORK_ADDR" --work-ns "$work" >/dev/null &
     WORKED=$!
     await_server "$WORK_ADDR"
-    wrk -t"$THREADS" -c"$CONNECTIONS" -d3s -s benches/load/ping.lua "http://$WORK_ADDR/rtbs.json" >/dev/null
+    drive "$WORK_ADDR" 3
     read -r BARE_RPS BARE_CPU _ < <(measure "$BARE_ADDR" "$BARE")
     read -r WORK_RPS WORK_CPU _ < <(measure "$WORK_ADDR" "$WORKED")
     kill $WORKED
@@ -119,21 +81,21 @@ await_server "$BARE_ADDR"
 
 describe
 # Warm up: bare hyper briefly. rtbd is warmed before each measurement (below).
-wrk -t"$THREADS" -c"$CONNECTIONS" -d3s -s benches/load/ping.lua "http://$BARE_ADDR/rtbs.json" >/dev/null
+drive "$BARE_ADDR" 3
 RESULTS=
 for round in $(seq "$ROUNDS"); do
   # A reservation TTL (15 s) of load first, so rtbd's table is at its steady
   # size (a TTL's worth of live reservations, records evicting as fast as
   # they come), not still growing or drained by the other's measurement.
-  wrk -t"$THREADS" -c"$CONNECTIONS" -d15s -s benches/load/ping.lua "http://$RTBD_ADDR/rtbs.json" >/dev/null
+  drive "$RTBD_ADDR" 15
   read -r RTBD_RPS RTBD_CPU RTBD_PRE < <(measure "$RTBD_ADDR" "$RTBD")
   # rtbd is stopped while bare hyper is measured: its expiry tick would
   # otherwise take CPU from it, expiring the reservations just made.
   kill -STOP "$RTBD"
   read -r BARE_RPS BARE_CPU BARE_PRE < <(measure "$BARE_ADDR" "$BARE")
   kill -CONT "$RTBD"
-  awk -v n="$round" -v r="$RTBD_RPS" -v b="$BARE_RPS" 'BEGIN {
-    printf "round %d: rtbd %.0f, bare hyper %.0f requests/s, ratio %.3f\n", n, r, b, r / b }'
+  awk -v n="$round" -v r="$RTBD_RPS" -v b="$BARE_RPS" -v rc="$RTBD_CPU" -v bc="$BARE_CPU" -v rp="$RTBD_PRE" -v bp="$BARE_PRE" 'BEGIN {
+    printf "round %d: rtbd %.0f, bare hyper %.0f requests/s, ratio %.3f (CPU %.2f / %.2f µs, preempted %.1f / %.1f per 100)\n", n, r, b, r / b, rc, bc, rp, bp }'
   RESULTS+="$RTBD_RPS $RTBD_CPU $RTBD_PRE $BARE_RPS $BARE_CPU $BARE_PRE"$'\n'
 done
 read -r RTBD_RPS RTBD_CPU RTBD_PRE BARE_RPS BARE_CPU BARE_PRE < <(echo -n "$RESULTS" | awk '
@@ -143,6 +105,8 @@ echo "mean of $ROUNDS rounds:"
 echo "bare hyper: $BARE_RPS requests/s, server CPU $BARE_CPU µs per request, preempted $BARE_PRE times per 100 requests"
 echo "rtbd:       $RTBD_RPS requests/s, server CPU $RTBD_CPU µs per request, preempted $RTBD_PRE times per 100 requests"
 awk -v r="$RTBD_RPS" -v b="$BARE_RPS" 'BEGIN { printf "ratio:      %.3f (rtbd / bare hyper)\n", r / b }'
+echo -n "$RESULTS" | awk '{ print $1 / $4 }' | sort -g | awk '{ v[NR] = $1 }
+  END { printf "median of the rounds\047 ratios: %.3f\n", NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 
 HALF=$(awk -v r="$RTBD_RPS" 'BEGIN { printf "%d", r / 2 }')
 echo "rtbd at half its peak ($HALF/s, constant rate over $CONNECTIONS connections):"
