@@ -21,18 +21,15 @@ if [ $# -lt 2 ]; then
   sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
   exit 2
 fi
+for bin in "$1" "$2"; do
+  [ -x "$bin" ] || { echo "$bin: not an executable file" >&2; exit 2; }
+done
 A=$(realpath "$1")
 B=$(realpath "$2")
 SECONDS_EACH="${3:-10}"
 cd "$(dirname "$0")/../.."
-THREADS=2
-CONNECTIONS=64
-ROUNDS="${ROUNDS:-4}"
-if ! [[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]]; then
-  echo "ROUNDS must be a whole number of at least 1" >&2
-  exit 2
-fi
 . benches/load/lib.sh
+rounds 4
 ensure_wrk
 
 WORK=$(mktemp -d)

@@ -1,5 +1,19 @@
 # Shared by the load scripts (`run.sh`, `ab.sh`); sourced from the
-# repository's root, with THREADS, CONNECTIONS and SECONDS_EACH set.
+# repository's root, with SECONDS_EACH set.
+
+# The harness's wrk settings, the same in every script.
+THREADS=2
+CONNECTIONS=64
+
+# Sets ROUNDS from the environment, else to $1; exits unless it is a whole
+# number of at least 1.
+rounds() {
+  ROUNDS="${ROUNDS:-$1}"
+  if ! [[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]]; then
+    echo "ROUNDS must be a whole number of at least 1" >&2
+    exit 2
+  fi
+}
 
 # Installs wrk from Debian's packages if it is missing.
 ensure_wrk() {

@@ -29,15 +29,9 @@ SECONDS_EACH="${1:-10}"
 RTBD_ADDR=127.0.0.1:18080
 BARE_ADDR=127.0.0.1:18081
 WORK_ADDR=127.0.0.1:18082
-CONNECTIONS=64
-THREADS=2
-ROUNDS="${ROUNDS:-5}"
-if ! [[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]]; then
-  echo "ROUNDS must be a whole number of at least 1" >&2
-  exit 2
-fi
-
 . benches/load/lib.sh
+rounds 5
+
 ensure_wrk
 cargo build --release --quiet --bin rtbd --example bare --example loadgen
 
